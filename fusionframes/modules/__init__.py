@@ -1,0 +1,1 @@
+"""LightningModules, one per trainable stage; they own losses, optimisers and logging."""

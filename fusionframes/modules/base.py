@@ -1,0 +1,84 @@
+"""Behaviour shared by every stage: frozen parts kept out of optimiser and checkpoints, optimiser set-up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from fusionframes.utils.pretrained import weights_digest
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+class StageModule(L.LightningModule):
+    """Base LightningModule of a training stage.
+
+    Frozen sub-modules are registered with :meth:`freeze`: their parameters stop requiring grad, they stay
+    in eval mode, and they are saved by reference (path and sha256 of their weights) instead of being
+    copied into every checkpoint. A checkpoint therefore holds the trainable weights and the resolved config.
+    """
+
+    def __init__(self, optimizer: OptimizerFactory, lr_scheduler: Callable | None = None) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self._frozen: dict[str, str | None] = {}
+        self._digests: dict[str, str] = {}
+        self.run_config: dict[str, Any] | None = None  # resolved Hydra config, set by the training entry point
+        self.strict_loading = False  # frozen weights are absent from checkpoints; load_state_dict checks the rest
+
+    def freeze(self, name: str, path: str | Path | None = None) -> None:
+        """Freeze sub-module ``name`` (loaded from ``path``, recorded in checkpoints)."""
+        module: nn.Module = getattr(self, name)
+        module.requires_grad_(False)
+        module.eval()
+        self._frozen[name] = None if path is None else str(path)
+
+    def train(self, mode: bool = True) -> StageModule:
+        super().train(mode)
+        for name in self._frozen:
+            getattr(self, name).eval()
+        return self
+
+    def _is_frozen_key(self, key: str) -> bool:
+        return any(key == n or key.startswith(n + ".") for n in self._frozen)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        return {k: v for k, v in state.items() if not self._is_frozen_key(k[len(prefix):])}
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not self._is_frozen_key(k)]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(
+                f"Checkpoint does not match the model: missing trainable keys {missing[:5]}, "
+                f"unexpected keys {result.unexpected_keys[:5]}."
+            )
+        return result
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.trainable_parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        refs = {}
+        for name, path in self._frozen.items():
+            if path is not None and name not in self._digests:
+                self._digests[name] = weights_digest(path)
+            refs[name] = {"path": path, "sha256": self._digests.get(name)}
+        checkpoint["frozen_base"] = refs
+        if self.run_config is not None:
+            checkpoint["config"] = self.run_config

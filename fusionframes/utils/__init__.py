@@ -1,0 +1,1 @@
+"""Shared helpers: OmegaConf resolvers, media writers, local weight loading."""

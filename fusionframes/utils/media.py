@@ -1,0 +1,49 @@
+"""Writing images and videos for people to look at, and sending them to the run's loggers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+from PIL import Image
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Float images in [-1, 1], (..., C, H, W) -> uint8 (..., H, W, C)."""
+    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+def image_grid(images: torch.Tensor, nrow: int | None = None) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> one uint8 (rows*H, nrow*W, C) grid, padded with black cells."""
+    n = images.shape[0]
+    nrow = nrow or n
+    rows = -(-n // nrow)
+    pad = rows * nrow - n
+    if pad:
+        images = torch.cat([images, images.new_full((pad, *images.shape[1:]), -1.0)])
+    return rearrange(to_uint8(images), "(r c) h w ch -> (r h) (c w) ch", r=rows, c=nrow)
+
+
+def save_image(array: np.ndarray, path: str | Path) -> Path:
+    """Write a uint8 (H, W, C) array as PNG (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def log_image(trainer, key: str, array: np.ndarray, caption: str | None = None) -> Path | None:
+    """Save a uint8 (H, W, C) image under ``<log_dir>/media/`` and send it to image-capable loggers."""
+    if trainer is None or not trainer.is_global_zero:
+        return None
+    root = Path(trainer.log_dir or trainer.default_root_dir)
+    path = save_image(array, root / "media" / f"{key.replace('/', '_')}_step{trainer.global_step:07d}.png")
+    for logger in trainer.loggers:
+        if hasattr(logger, "log_image"):  # WandbLogger
+            logger.log_image(key=key, images=[array], step=trainer.global_step, caption=[caption or key])
+        elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoardLogger
+            logger.experiment.add_image(key, array, trainer.global_step, dataformats="HWC")
+    return path
