@@ -61,6 +61,7 @@ def folder_samples(args: argparse.Namespace, counts: collections.Counter[str]) -
 def main(argv: list[str] | None = None) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", required=True, help="output folder for the .tar shards")
+    common.add_argument("--prefix", default=None, help="shard name prefix (default: the --out folder's name)")
     common.add_argument("--max-per-shard", type=int, default=64, help="samples per tar shard")
     common.add_argument("--fps", type=int, default=24, help="frame rate stored in the mp4s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     counts: collections.Counter[str] = collections.Counter()
     samples = {"shapes": shapes_samples, "folder": folder_samples}[args.source](args, counts)
     out = Path(args.out)
-    paths = write_shards(samples, str(out / f"{out.name}-%06d.tar"), args.fps, args.max_per_shard)
+    paths = write_shards(samples, str(out / f"{args.prefix or out.name}-%06d.tar"), args.fps, args.max_per_shard)
     print("\n".join(paths))
     print(", ".join(f"{name}: {n}" for name, n in sorted(counts.items())))
 

@@ -33,6 +33,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("Instantiating model <%s>", cfg.model._target_)
     model: L.LightningModule = instantiate(cfg.model, _convert_="all")
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    model.seed = cfg.get("seed") or 0
 
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))

@@ -1,9 +1,76 @@
-"""LightningDataModule over any pair of datasets that yield the samplers' dicts."""
+"""LightningDataModule over any pair of datasets that yield the samplers' dicts, with resumable loading."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import lightning as L
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+
+
+class ResumableSampler(Sampler[int]):
+    """Index order of one epoch (a permutation seeded by (seed, epoch), or 0..n-1), starting at ``start``.
+
+    Lightning calls ``set_epoch`` each epoch; ``start`` skips samples already consumed before a resume
+    and is reset after one pass.
+    """
+
+    def __init__(self, length: int, shuffle: bool, seed: int = 0) -> None:
+        self.length = length
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            order = torch.randperm(self.length, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.length)
+        start, self.start = self.start, 0
+        return iter(order[start:].tolist())
+
+    def __len__(self) -> int:
+        return self.length - self.start
+
+
+class ResumableDataLoader(DataLoader):
+    """DataLoader whose position within the epoch is saved in Lightning checkpoints and restored on resume.
+
+    Lightning stores ``state_dict()`` of stateful loaders in the checkpoint and calls ``load_state_dict``
+    before iterating again. Map-style datasets skip the consumed indices without loading them; iterable
+    datasets (webdataset) are advanced by drawing and dropping the consumed batches.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, **kwargs: Any) -> None:
+        self._resumable_sampler = None if isinstance(dataset, IterableDataset) else ResumableSampler(len(dataset), shuffle, seed)
+        super().__init__(dataset, batch_size=batch_size, sampler=self._resumable_sampler, **kwargs)
+        self.batches_seen = 0
+        self._skip = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        skip, self._skip = self._skip, 0
+        self.batches_seen = skip
+        iterator = super().__iter__()
+        if self._resumable_sampler is None:
+            for _ in range(skip):
+                next(iterator)
+        for batch in iterator:
+            self.batches_seen += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_seen": self.batches_seen}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._skip = int(state["batches_seen"])
+        if self._resumable_sampler is not None:
+            self._resumable_sampler.start = self._skip * self.batch_size
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -11,6 +78,7 @@ class VideoDataModule(L.LightningDataModule):
 
     Batches are the samplers' dicts collated by the default collate: tensors gain a leading batch
     axis (e.g. ``video`` (B, F, C, H, W)), ``caption`` and ``meta`` become lists of strings.
+    The training loader resumes mid-epoch where a checkpoint left it.
     """
 
     def __init__(
@@ -21,6 +89,8 @@ class VideoDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        shuffle: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -33,23 +103,18 @@ class VideoDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.shuffle = shuffle
+        self.seed = seed
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        iterable = isinstance(dataset, IterableDataset)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle and not iterable,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            drop_last=shuffle,
-        )
+    def _loader_kwargs(self) -> dict[str, Any]:
+        return dict(num_workers=self.num_workers, pin_memory=self.pin_memory,
+                    persistent_workers=self.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+    def train_dataloader(self) -> ResumableDataLoader:
+        return ResumableDataLoader(self.train_set, self.batch_size, shuffle=self.shuffle, seed=self.seed,
+                                   drop_last=True, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
-        return self._loader(self.val_set, self.val_batch_size, shuffle=False)
+        return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False, **self._loader_kwargs())

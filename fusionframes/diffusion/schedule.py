@@ -61,6 +61,19 @@ class NoiseSchedule(nn.Module):
         ddpm = DDPMScheduler(**self.scheduler_config)
         self.register_buffer("alphas_cumprod", ddpm.alphas_cumprod.clone(), persistent=False)
 
+    @classmethod
+    def from_scheduler_config(cls, config: dict[str, Any]) -> NoiseSchedule:
+        """Rebuild from a diffusers scheduler config (e.g. a saved ``scheduler/scheduler_config.json``)."""
+        names = {v: k for k, v in BETA_SCHEDULES.items()}
+        return cls(
+            num_train_timesteps=config["num_train_timesteps"],
+            beta_schedule=names.get(config["beta_schedule"], config["beta_schedule"]),
+            zero_terminal_snr=config.get("rescale_betas_zero_snr", False),
+            prediction_type=config.get("prediction_type", "epsilon"),
+            beta_start=config.get("beta_start", 1e-4),
+            beta_end=config.get("beta_end", 0.02),
+        )
+
     def scheduler(self, kind: str = "ddim", **kwargs: Any) -> SchedulerMixin:
         """A fresh diffusers DDIM/DDPM scheduler with this schedule's betas and prediction type.
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,6 +31,7 @@ class StageModule(L.LightningModule):
         self._frozen: dict[str, str | None] = {}
         self._digests: dict[str, str] = {}
         self.run_config: dict[str, Any] | None = None  # resolved Hydra config, set by the training entry point
+        self.seed = 0  # base of the per-batch generators; the training entry point sets it from the config
         self.strict_loading = False  # frozen weights are absent from checkpoints; load_state_dict checks the rest
 
     def freeze(self, name: str, path: str | Path | None = None) -> None:
@@ -62,6 +64,16 @@ class StageModule(L.LightningModule):
                 f"unexpected keys {result.unexpected_keys[:5]}."
             )
         return result
+
+    def batch_generator(self, batch_idx: int) -> torch.Generator:
+        """A generator seeded by (seed, epoch, batch index, rank), on the module's device.
+
+        Every random draw of a training step (noise, timesteps, dropout of conditions) comes from it, so a
+        resumed run draws exactly what an uninterrupted one would, whatever the global RNG state.
+        """
+        key = [self.seed, self.current_epoch, batch_idx, self.global_rank]
+        seed = int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> 1)
+        return torch.Generator(device=self.device).manual_seed(seed)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

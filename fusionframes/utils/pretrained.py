@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
+from diffusers import ModelMixin
 
 T = TypeVar("T")
 
@@ -23,7 +24,8 @@ def require_dir(path: str | Path | None, config_key: str) -> Path:
 
 def load_frozen(cls: type[T], path: str | Path | None, config_key: str) -> T:
     """``cls.from_pretrained(path)`` (diffusers or fusionframes model), in fp32, eval mode, frozen."""
-    model = cls.from_pretrained(str(require_dir(path, config_key)))  # type: ignore[attr-defined]
+    kwargs = {"torch_dtype": torch.float32} if issubclass(cls, ModelMixin) else {}
+    model = cls.from_pretrained(str(require_dir(path, config_key)), **kwargs)  # type: ignore[attr-defined]
     model = model.to(torch.float32).eval()
     model.requires_grad_(False)
     return model

@@ -1,0 +1,59 @@
+"""Shared fixtures: Hydra configs composed exactly as `train.py` composes them, shrunk to CPU test size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from fusionframes.config import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "fusionframes" / "assets" / "shapes"
+
+# Tiny run settings shared by every stage: CPU, 32x32 frames, batch 2, a checkpoint every step, no workers.
+TINY_RUN = [
+    "trainer=cpu", "logger=csv", "data.resolution=32", "data.datamodule.batch_size=2",
+    "data.datamodule.val_batch_size=2", "data.datamodule.num_workers=0", "trainer.max_steps=2",
+    "trainer.val_check_interval=1", "trainer.log_every_n_steps=1", "trainer.limit_val_batches=1",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+TINY_MODEL = {
+    "shapes/movq": [
+        # SpatialNorm in diffusers hard-codes 32 groups, so 32 channels is the floor.
+        "model.movq.block_out_channels=[32,32,32]", "model.movq.num_vq_embeddings=32",
+    ],
+    "shapes/t2i": [
+        f"model.movq_path={ASSETS / 'movq'}", "model.unet.block_out_channels=[16,32,32]",
+        "model.unet.norm_num_groups=8", "model.unet.attention_head_dim=8", "model.text_encoder.dim=32",
+        "model.text_encoder.depth=1", "model.num_inference_steps=2", "model.num_val_images=2",
+    ],
+}
+
+
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose ``conf/config.yaml`` with ``overrides`` and register it as the current Hydra run in ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(ROOT)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path):
+    """``tiny_config(experiment, *overrides, run="a")`` -> a composed tiny config writing under ``tmp_path/run``."""
+
+    def make(experiment: str, *overrides: str, run: str = "a") -> DictConfig:
+        args = [f"experiment={experiment}", *TINY_RUN, *TINY_MODEL.get(experiment, []), *overrides]
+        return compose_config(args, tmp_path / run)
+
+    return make
