@@ -93,3 +93,35 @@ def test_cli_multirun_and_bad_value_message(tmp_path):
     bad = _run_cli("experiment=shapes/movq", *tiny, "data.datamodule.batch_size=0", cwd=tmp_path)
     assert bad.returncode != 0
     assert "data.datamodule.batch_size must be a positive integer, got 0." in bad.stderr
+
+
+def test_debug_fast_runs_one_batch_of_everything(tiny_config, tmp_path):
+    metrics = train(tiny_config("shapes/movq", "debug=fast", "trainer.max_steps=50"))
+    assert "train/loss" in metrics and "val/psnr" in metrics
+    assert not (tmp_path / "a" / "csv").exists()  # loggers are off
+    # Lightning still writes last.ckpt at train end under fast_dev_run; it must hold one step only.
+    assert torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 1
+
+
+def test_wandb_logger_works_offline_without_an_account(tiny_config, tmp_path, monkeypatch):
+    import wandb
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = tiny_config("shapes/movq", "logger=wandb", "trainer.max_steps=1")
+    assert cfg.logger.wandb.offline is True
+    try:
+        train(cfg)
+    finally:
+        wandb.finish()
+    assert list((tmp_path / "a" / "wandb").glob("offline-run-*"))
+
+
+def test_optuna_sweep_runs_two_trials(tmp_path):
+    tiny = [*TINY_RUN, *TINY_MODEL["shapes/t2i"], "trainer.max_steps=1", "model.num_val_images=0",
+            f"paths.log_dir={tmp_path}"]
+    done = _run_cli("-m", "experiment=shapes/t2i", "hparams_search=shapes_t2i_optuna", "hydra.sweeper.n_trials=2",
+                    "hydra.sweeper.sampler.n_startup_trials=1", *tiny, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = list(tmp_path.glob("shapes_t2i/multiruns/*/optimization_results.yaml"))
+    assert len(results) == 1 and "best_value" in results[0].read_text()
+    assert len(list(tmp_path.glob("shapes_t2i/multiruns/*/[01]/checkpoints/last.ckpt"))) == 2

@@ -1,0 +1,294 @@
+"""Temporal layers and blocks that turn a frozen 2D UNet into a video model (paper §4.1, Figure 3).
+
+Every module here works on spatially folded activations ``x: (B·F, C, H, W)`` (frames folded into the
+batch, as the 2D UNet sees them), takes ``num_frames=F`` and a per-frame conditioning embedding
+``emb: (B·F, D_emb)`` (time embedding + frame-position embedding), returns ``(B·F, C, H, W)``, and is
+exactly the identity at initialisation: the last projection is zero-initialised and the conditional norms
+start with zero scale/shift MLPs. Internally they unfold to the video layout ``(B, C, F, H, W)``, so group
+norms take their statistics over all frames of a video (as in KandinskyVideo and diffusers' temporal layers).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
+from diffusers.models.unets.unet_kandinsky3 import Kandinsky3ConditionalGroupNorm
+from einops import rearrange, repeat
+from timm.layers import Attention, Mlp
+from torch import nn
+
+#: Frames of the keyframe clips are this many source frames apart (24 fps source, 2 fps keyframes).
+KEYFRAME_STRIDE = 12
+
+
+def frame_positions(batch: int, num_frames: int, stride: int = KEYFRAME_STRIDE,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """Positions ``0, stride, 2·stride, ...`` of ``num_frames`` keyframes on the source timeline -> (B, F) long."""
+    return repeat(torch.arange(num_frames, device=device) * stride, "f -> b f", b=batch)
+
+
+def norm_groups(channels: int, groups: int) -> int:
+    """Group count for a GroupNorm over ``channels``: ``groups`` where it divides them, else their gcd."""
+    return math.gcd(channels, groups)
+
+
+def fold(video: torch.Tensor) -> torch.Tensor:
+    """(B, C, F, H, W) -> (B·F, C, H, W)."""
+    return rearrange(video, "b c f h w -> (b f) c h w")
+
+
+def unfold(x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """(B·F, C, H, W) -> (B, C, F, H, W)."""
+    return rearrange(x, "(b f) c h w -> b c f h w", f=num_frames)
+
+
+def zero_(*modules: nn.Module) -> None:
+    """Zero the weights and biases of ``modules`` in place (the identity-at-init output projections)."""
+    for module in modules:
+        for parameter in module.parameters():
+            nn.init.zeros_(parameter)
+
+
+class FrameConditionalGroupNorm(Kandinsky3ConditionalGroupNorm):
+    """GroupNorm over a whole video with a per-frame scale and shift predicted from ``emb``.
+
+    Reuses diffusers' Kandinsky-3 conditional norm (affine-free GroupNorm + zero-initialised SiLU→Linear
+    MLP, so scale 1 and shift 0 at init); only ``forward`` is written here, because the diffusers one
+    conditions per batch item and we condition per frame.
+    """
+
+    def forward(self, video: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """video (B, C, F, H, W), emb (B·F, D_emb) -> (B, C, F, H, W)."""
+        context = rearrange(self.context_mlp(emb), "(b f) c -> b c f 1 1", f=video.shape[2])
+        scale, shift = context.chunk(2, dim=1)
+        return self.norm(video) * (scale + 1.0) + shift
+
+
+class NormActConv3d(nn.Module):
+    """FrameConditionalGroupNorm(emb) → SiLU → Conv3d with a ``kernel`` (padded to keep the shape)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, int, int], emb_dim: int,
+                 groups: int) -> None:
+        super().__init__()
+        self.norm = FrameConditionalGroupNorm(norm_groups(in_channels, groups), in_channels, emb_dim)
+        self.conv = nn.Conv3d(in_channels, out_channels, kernel, padding=tuple(k // 2 for k in kernel))
+
+    def forward(self, video: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """video (B, C_in, F, H, W), emb (B·F, D_emb) -> (B, C_out, F, H, W)."""
+        return self.conv(F.silu(self.norm(video, emb)))
+
+
+class TemporalConv1dBlock(nn.Module):
+    """Temporal Conv1D block (KandinskyVideo ``TemporalResNetBlock``): x + stages(x), identity at init.
+
+    Four stages [FrameConditionalGroupNorm(emb) → SiLU → Conv3d(k,1,1)] with kernels [1, 3, 3, 1] and
+    channels C → C/2 → C/2 → C/2 → C (``compression`` 2); the last conv is zero-initialised.
+    Parameters (compression 2): 2.5·C² + 2.5·C (convs) + 5·C·(D_emb + 1) (norm MLPs).
+
+    x (B·F, C, H, W), emb (B·F, D_emb) -> (B·F, C, H, W).
+    """
+
+    def __init__(self, channels: int, emb_dim: int, groups: int = 32, compression: int = 2) -> None:
+        super().__init__()
+        hidden = channels // compression
+        widths = [channels, hidden, hidden, hidden, channels]
+        self.stages = nn.ModuleList(
+            NormActConv3d(c_in, c_out, (k, 1, 1), emb_dim, groups)
+            for c_in, c_out, k in zip(widths[:-1], widths[1:], (1, 3, 3, 1))
+        )
+        zero_(self.stages[-1].conv)
+
+    def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor) -> torch.Tensor:
+        video = out = unfold(x, num_frames)
+        for stage in self.stages:
+            out = stage(out, emb)
+        return fold(video + out)
+
+
+class TemporalConv3dBlock(nn.Module):
+    """Temporal Conv3D block: x + up(stages(down(x))), identity at init.
+
+    ``down``: Linear C → c (as a 1x1x1 Conv3d, the same weights without a channels-last permute); two
+    stages [FrameConditionalGroupNorm(emb) → SiLU → Conv3d(3,3,3)] at width c; ``up``: Linear c → C,
+    zero-initialised. Parameters: 2·C·c + C + c (projections) + 2·(27·c² + c) (convs) + 4·c·(D_emb + 1)
+    (norm MLPs). ``reduction`` r sets c = C / r; the default (None) picks the c, rounded to a multiple of
+    ``groups``, whose count is closest to TemporalConv1dBlock's for the same C and D_emb (the paper's
+    "comparable number of parameters"), e.g. C=128, D_emb=256: c=64, 231,104 vs 205,760 (Conv1D);
+    C=3072, D_emb=1536: c=832, 47.0M vs 47.2M.
+
+    x (B·F, C, H, W), emb (B·F, D_emb) -> (B·F, C, H, W).
+    """
+
+    num_stages = 2
+
+    def __init__(self, channels: int, emb_dim: int, groups: int = 32, reduction: float | None = None) -> None:
+        super().__init__()
+        hidden = matched_hidden_channels(channels, emb_dim) if reduction is None else round(
+            channels / reduction)
+        if hidden < 1:
+            raise ValueError(f"reduction={reduction} leaves no channels of {channels}; use a reduction <= {channels}.")
+        self.down = nn.Conv3d(channels, hidden, 1)
+        self.stages = nn.ModuleList(
+            NormActConv3d(hidden, hidden, (3, 3, 3), emb_dim, groups) for _ in range(self.num_stages))
+        self.up = nn.Conv3d(hidden, channels, 1)
+        zero_(self.up)
+
+    def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor) -> torch.Tensor:
+        video = unfold(x, num_frames)
+        out = self.down(video)
+        for stage in self.stages:
+            out = stage(out, emb)
+        return fold(video + self.up(out))
+
+
+def conv1d_block_parameters(channels: int, emb_dim: int) -> int:
+    """Parameter count of ``TemporalConv1dBlock(channels, emb_dim)`` (compression 2)."""
+    hidden = channels // 2
+    widths = [channels, hidden, hidden, hidden, channels]
+    convs = sum(c_in * c_out * k + c_out for c_in, c_out, k in zip(widths[:-1], widths[1:], (1, 3, 3, 1)))
+    return convs + sum(2 * c_in * (emb_dim + 1) for c_in in widths[:-1])
+
+
+def conv3d_block_parameters(channels: int, emb_dim: int, hidden: int) -> int:
+    """Parameter count of ``TemporalConv3dBlock`` with width ``hidden``."""
+    stages = TemporalConv3dBlock.num_stages * (27 * hidden * hidden + hidden + 2 * hidden * (emb_dim + 1))
+    return 2 * channels * hidden + channels + hidden + stages
+
+
+def matched_hidden_channels(channels: int, emb_dim: int) -> int:
+    """Width c (a multiple of 8 where C >= 8) whose TemporalConv3dBlock count is closest to TemporalConv1dBlock's."""
+    target = conv1d_block_parameters(channels, emb_dim)
+    step = 8 if channels >= 8 else 1
+    return min(range(step, channels + 1, step),
+               key=lambda c: abs(conv3d_block_parameters(channels, emb_dim, c) - target))
+
+
+class TemporalConvLayer(nn.Module):
+    """Mixed-baseline temporal conv layer (inside spatial blocks): x + Conv3d(3,1,1)(x), zero-initialised.
+
+    x (B·F, C, H, W) -> (B·F, C, H, W). ``emb`` is ignored; it is accepted so every temporal module has
+    the call signature ``(x, num_frames, emb)``.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
+        zero_(self.conv)
+
+    def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor | None = None) -> torch.Tensor:
+        video = unfold(x, num_frames)
+        return fold(video + self.conv(video))
+
+
+def frame_attention(channels: int, head_dim: int) -> Attention:
+    """timm multi-head self-attention (SDPA) with max(1, C // head_dim) heads and a zero-initialised output."""
+    attention = Attention(channels, num_heads=max(1, channels // head_dim), attn_head_dim=head_dim)
+    zero_(attention.proj)
+    return attention
+
+
+class TemporalAttentionLayer(nn.Module):
+    """FrameConditionalGroupNorm(emb) → self-attention over the F frames at each position → residual.
+
+    The mixed baseline's temporal attention layer, and the first half of the Attn1D/Attn3D blocks.
+    Identity at init (zero-initialised output projection). Accepts feature maps x (B·F, C, H, W) or
+    tokens x (B·F, L, C) (the output of a spatial attention layer); emb (B·F, D_emb); returns x's shape.
+    """
+
+    def __init__(self, channels: int, emb_dim: int, groups: int = 32, head_dim: int = 64) -> None:
+        super().__init__()
+        self.attn_norm = FrameConditionalGroupNorm(norm_groups(channels, groups), channels, emb_dim)
+        self.attention = frame_attention(channels, head_dim)
+
+    def attend(self, video: torch.Tensor) -> torch.Tensor:
+        """Self-attention over frames at each spatial position: (B, C, F, H, W) -> (B, C, F, H, W)."""
+        b, _, _, h, _ = video.shape
+        out = self.attention(rearrange(video, "b c f h w -> (b h w) f c"))
+        return rearrange(out, "(b h w) f c -> b c f h w", b=b, h=h)
+
+    def attention_residual(self, video: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """video + attend(norm(video, emb)): (B, C, F, H, W) -> (B, C, F, H, W)."""
+        return video + self.attend(self.attn_norm(video, emb))
+
+    def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 3:
+            video = rearrange(x, "(b f) l c -> b c f l 1", f=num_frames)
+            return rearrange(self.attention_residual(video, emb), "b c f l 1 -> (b f) l c")
+        return fold(self.attention_residual(unfold(x, num_frames), emb))
+
+
+class TemporalAttention1dBlock(TemporalAttentionLayer):
+    """Temporal Attn1D block: TemporalAttentionLayer, then FrameConditionalGroupNorm(emb) → FFN (×4) → residual.
+
+    The FFN is timm's ``Mlp`` (per-position Linear → SiLU → Linear, i.e. a 1x1 conv) with a zero-initialised
+    last layer, so the whole block is exactly the identity at init (KandinskyVideo zero-inits only the
+    attention output). Parameters: 4·C·A (qkv, output; A = heads·head_dim) + C + 8·C² + 5·C
+    (FFN) + 4·C·(D_emb + 1) (norm MLPs).
+
+    x (B·F, C, H, W), emb (B·F, D_emb) -> (B·F, C, H, W).
+    """
+
+    def __init__(self, channels: int, emb_dim: int, groups: int = 32, head_dim: int = 64,
+                 expansion: int = 4) -> None:
+        super().__init__(channels, emb_dim, groups, head_dim)
+        self.ffn_norm = FrameConditionalGroupNorm(norm_groups(channels, groups), channels, emb_dim)
+        self.ffn = Mlp(channels, expansion * channels, act_layer=nn.SiLU)
+        zero_(self.ffn.fc2)
+
+    def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor) -> torch.Tensor:
+        video = self.attention_residual(unfold(x, num_frames), emb)
+        hidden = rearrange(self.ffn_norm(video, emb), "b c f h w -> b f h w c")
+        return fold(video + rearrange(self.ffn(hidden), "b f h w c -> b c f h w"))
+
+
+class TemporalAttention3dBlock(TemporalAttention1dBlock):
+    """Temporal Attn3D block: the Attn1D block (same parameters) attending within 2x2 positions × all F frames.
+
+    MaxViT block partition ``(b f) c (h p1) (w p2) -> (b h w) (f p1 p2) c`` with p1 = p2 = 2. An odd H or
+    W is zero-padded to even, the padded positions are masked out of the attention keys, and the output
+    is cropped back. x (B·F, C, H, W), emb (B·F, D_emb) -> (B·F, C, H, W).
+    """
+
+    window = 2
+
+    def attend(self, video: torch.Tensor) -> torch.Tensor:
+        """Self-attention within each window of 2x2 positions × F frames: (B, C, F, H, W) -> same."""
+        b, _, f, h, w = video.shape
+        p = self.window
+        pad_h, pad_w = -h % p, -w % p
+        mask = None
+        if pad_h or pad_w:
+            video = F.pad(video, (0, pad_w, 0, pad_h))
+            valid = torch.zeros(h + pad_h, w + pad_w, dtype=torch.bool, device=video.device)
+            valid[:h, :w] = True
+            # (windows, 1, 1, keys): broadcast over heads and queries by SDPA.
+            mask = repeat(valid, "(h p1) (w p2) -> (b h w) 1 1 (f p1 p2)", p1=p, p2=p, b=b, f=f)
+        seq = rearrange(video, "b c f (h p1) (w p2) -> (b h w) (f p1 p2) c", p1=p, p2=p)
+        out = rearrange(self.attention(seq, attn_mask=mask), "(b h w) (f p1 p2) c -> b c f (h p1) (w p2)",
+                        b=b, h=(h + pad_h) // p, f=f, p1=p, p2=p)
+        return out[..., :h, :w]
+
+
+class FramePositionEmbedding(nn.Module):
+    """Embedding of integer frame positions on the source timeline (0, 12, 24, ... for 2 fps keyframes).
+
+    Sinusoidal features (diffusers ``get_timestep_embedding``) → Linear → SiLU → Linear (diffusers
+    ``TimestepEmbedding``). positions (B, F) long in [0, max_position) -> (B·F, emb_dim).
+    """
+
+    def __init__(self, emb_dim: int, dim: int = 256, max_position: int = 1024) -> None:
+        super().__init__()
+        self.dim = dim
+        self.max_position = max_position
+        self.mlp = TimestepEmbedding(dim, emb_dim)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        if positions.min() < 0 or positions.max() >= self.max_position:
+            raise ValueError(f"frame positions must lie in [0, {self.max_position}), got "
+                             f"[{int(positions.min())}, {int(positions.max())}]; raise max_position.")
+        features = get_timestep_embedding(rearrange(positions, "b f -> (b f)"), self.dim, flip_sin_to_cos=True,
+                                          downscale_freq_shift=0)
+        return self.mlp(features.to(self.mlp.linear_1.weight.dtype))
