@@ -18,7 +18,8 @@ import torch
 from einops import rearrange
 
 from fusionframes.data.shapes import ShapesWorld
-from fusionframes.data.webdataset import decode_video, resize_square, write_shards
+from fusionframes.data.webdataset import resize_square, write_shards
+from fusionframes.utils.video_io import decode_video
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mov")
 Sample = tuple[str, np.ndarray, str, dict]

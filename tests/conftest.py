@@ -33,6 +33,13 @@ TINY_MODEL = {
         "model.text_encoder.depth=1", "model.num_inference_steps=2", "model.num_val_images=2",
     ],
 }
+# Keyframes: 4 frames of 8x8 latents on the shipped T2I backbone, one sampling step in validation.
+TINY_KEYFRAMES = [
+    "data.sampler.num_frames=4", "data.datamodule.batch_size=1", "data.datamodule.val_batch_size=1",
+    "model.num_inference_steps=1", "model.num_val_videos=1", "model.temporal.head_dim=32",
+]
+for _name in ("keyframes_blocks", "keyframes_attn3d", "keyframes_conv3d", "keyframes_layers"):
+    TINY_MODEL[_name] = TINY_KEYFRAMES
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:

@@ -8,7 +8,12 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
 from fusionframes.data.shapes import ShapesWorld
-from fusionframes.models.text_encoders import ShapesTextEncoder, T5TextEncoder, WordTokenizer, shapes_vocabulary
+from fusionframes.models.text_encoders import (
+    ShapesTextEncoder,
+    T5TextEncoder,
+    WordTokenizer,
+    shapes_vocabulary,
+)
 
 CAPTIONS = ["a red circle moving left quickly on a blue background", "A green square growing slowly!", ""]
 

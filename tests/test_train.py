@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
+from hydra.errors import (
+    ConfigCompositionException,
+    InstantiationException,
+    MissingConfigException,
+)
 
 from fusionframes.models.latents import LatentCodec
 from fusionframes.models.t2i import TextToImageModel

@@ -12,16 +12,15 @@ import pytest
 import torch
 import webdataset as wds
 
-from fusionframes.data.samplers import ClipSequenceSampler, KeyframeSampler, frames_to_tensor
+from fusionframes.data.samplers import (
+    ClipSequenceSampler,
+    KeyframeSampler,
+    frames_to_tensor,
+)
 from fusionframes.data.shapes import ShapesWorld
 from fusionframes.data.shapes_dataset import ShapesDataset
-from fusionframes.data.webdataset import (
-    WebVideoDataset,
-    decode_video,
-    encode_video,
-    resize_square,
-    write_shards,
-)
+from fusionframes.data.webdataset import WebVideoDataset, resize_square, write_shards
+from fusionframes.utils.video_io import decode_video, encode_video
 
 RES, FRAMES, COUNT = 32, 24, 6
 GREY_LEVEL = 2 / 255  # one grey level in [-1, 1] units

@@ -9,7 +9,6 @@ absent when unknown) and ``json`` (ground truth, ``{}`` when unknown). Raw video
 from __future__ import annotations
 
 import collections
-import io
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -20,59 +19,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import webdataset as wds
-from einops import rearrange
 
 from fusionframes.data.samplers import ClipSampler, frames_to_tensor
+from fusionframes.utils.video_io import decode_frames, encode_video
 
 log = logging.getLogger(__name__)
 
 # H.264 at crf 12 keeps decoded frames within a few grey levels of the source (chroma subsampling
 # at sharp colour edges dominates the error); mpeg4 at a high bit rate only where libx264 is missing.
-CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-CODEC_OPTIONS = {"crf": "12"} if CODEC == "libx264" else {}
-MPEG4_BIT_RATE = 20_000_000
 MIN_SAMPLES_FOR_SKIP_CHECK = 20
 MAX_SKIPPED_KEYS = 1000
-
-
-def encode_video(frames: np.ndarray, fps: int) -> bytes:
-    """uint8 (F, H, W, 3) with even H and W -> mp4 bytes (yuv420p at `fps` frames per second)."""
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise ValueError(f"Video must be non-empty uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}.")
-    height, width = frames.shape[1:3]
-    if height % 2 or width % 2:
-        raise ValueError(f"Video height and width must be even for yuv420p, got {height}x{width}.")
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream(CODEC, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = CODEC_OPTIONS
-        if CODEC == "mpeg4":
-            stream.bit_rate = MPEG4_BIT_RATE
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return buffer.getvalue()
-
-
-def _decode_frames(data: bytes) -> list[av.VideoFrame]:
-    """Every frame of the first video stream; ValueError on corrupt, truncated, empty or resizing video."""
-    with av.open(io.BytesIO(data)) as container:
-        if not container.streams.video:
-            raise ValueError("Container has no video stream.")
-        stream = container.streams.video[0]
-        frames = list(container.decode(stream))
-        expected = stream.frames  # 0 where the container does not index its frames
-    if not frames or len(frames) < expected:
-        raise ValueError(f"Decoded {len(frames)} frames of the {expected} the container indexes.")
-    if any((f.width, f.height) != (frames[0].width, frames[0].height) for f in frames):
-        raise ValueError("Frame size changes within the video.")
-    return frames
-
-
-def decode_video(data: bytes) -> np.ndarray:
-    """Encoded video bytes -> uint8 (F, H, W, 3); raises ValueError on corrupt or truncated data."""
-    return np.stack([frame.to_ndarray(format="rgb24") for frame in _decode_frames(data)])
 
 
 def resize_square(video: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -189,7 +145,7 @@ class WebVideoDataset(torch.utils.data.IterableDataset):
         except ValueError as exn:
             return self._skip(sample, "invalid_meta", exn)
         try:
-            frames = _decode_frames(sample.get("mp4", b""))
+            frames = decode_frames(sample.get("mp4", b""))
         except (av.FFmpegError, ValueError) as exn:
             return self._skip(sample, "unreadable_video", exn)
         clip = self.sampler.sample(len(frames), rng)

@@ -6,21 +6,24 @@ import copy
 from pathlib import Path
 
 import torch
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import DDPMScheduler, Kandinsky3UNet, UNet2DConditionModel
 from torch import nn
 
 from fusionframes.diffusion import NoiseSchedule, classifier_free_guidance, sample
-from fusionframes.models.text_encoders import ShapesTextEncoder
+from fusionframes.models.text_encoders import ShapesTextEncoder, T5TextEncoder
 from fusionframes.utils.pretrained import require_dir
 
 
 class TextToImageModel(nn.Module):
-    """A latent T2I diffusion model: ``unet`` (diffusers UNet2DConditionModel), ``text_encoder``, ``schedule``.
+    """A latent T2I diffusion model: ``unet``, ``text_encoder`` and ``schedule``.
 
-    Directory layout (diffusers-style): ``unet/``, ``text_encoder/``, ``scheduler/``.
+    ``unet`` is a diffusers ``UNet2DConditionModel`` or ``Kandinsky3UNet``; ``text_encoder`` anything with
+    ``encode(prompts) -> (hidden (B, L, D), mask (B, L))``. Directory layout (diffusers-style): ``unet/``,
+    ``text_encoder/``, ``scheduler/`` (plus ``tokenizer/`` for Kandinsky 3 pipeline directories).
     """
 
-    def __init__(self, unet: UNet2DConditionModel, text_encoder: ShapesTextEncoder, schedule: NoiseSchedule) -> None:
+    def __init__(self, unet: UNet2DConditionModel | Kandinsky3UNet, text_encoder: ShapesTextEncoder | T5TextEncoder,
+                 schedule: NoiseSchedule) -> None:
         super().__init__()
         self.unet = unet
         self.text_encoder = text_encoder
@@ -34,6 +37,21 @@ class TextToImageModel(nn.Module):
             ShapesTextEncoder.from_pretrained(root / "text_encoder").float(),
             NoiseSchedule.from_scheduler_config(dict(DDPMScheduler.load_config(root / "scheduler"))),
         )
+
+    @classmethod
+    def from_kandinsky3(cls, path: str | Path, text_encoder_path: str | Path | None = None,
+                        config_key: str = "model.backbone.path") -> TextToImageModel:
+        """Kandinsky 3 from a local diffusers ``Kandinsky3Pipeline`` directory (``unet/``, ``text_encoder/``,
+        ``tokenizer/``, ``scheduler/``); ``text_encoder_path`` overrides the T5 encoder (with its tokenizer)."""
+        root = require_dir(path, config_key)
+        unet = Kandinsky3UNet.from_pretrained(require_dir(root / "unet", config_key), torch_dtype=torch.float32)
+        if text_encoder_path is None:
+            text_encoder = T5TextEncoder(str(root / "text_encoder"), config_key=config_key,
+                                         tokenizer_path=str(root / "tokenizer"))
+        else:
+            text_encoder = T5TextEncoder(str(text_encoder_path), config_key="model.backbone.text_encoder_path")
+        schedule = NoiseSchedule.from_scheduler_config(dict(DDPMScheduler.load_config(root / "scheduler")))
+        return cls(unet, text_encoder, schedule)
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         directory = Path(directory)

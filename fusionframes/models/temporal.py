@@ -114,10 +114,11 @@ class TemporalConv3dBlock(nn.Module):
     ``down``: Linear C → c (as a 1x1x1 Conv3d, the same weights without a channels-last permute); two
     stages [FrameConditionalGroupNorm(emb) → SiLU → Conv3d(3,3,3)] at width c; ``up``: Linear c → C,
     zero-initialised. Parameters: 2·C·c + C + c (projections) + 2·(27·c² + c) (convs) + 4·c·(D_emb + 1)
-    (norm MLPs). ``reduction`` r sets c = C / r; the default (None) picks the c, rounded to a multiple of
-    ``groups``, whose count is closest to TemporalConv1dBlock's for the same C and D_emb (the paper's
-    "comparable number of parameters"), e.g. C=128, D_emb=256: c=64, 231,104 vs 205,760 (Conv1D);
-    C=3072, D_emb=1536: c=832, 47.0M vs 47.2M.
+    (norm MLPs). ``reduction`` r sets c = C / r; the default (None) picks the c (a multiple of 8 for
+    C >= 64) whose count is closest to TemporalConv1dBlock's for the same C and D_emb (the paper's
+    "comparable number of parameters"; no fixed r can do it, as the norm MLPs scale with D_emb/C), e.g.
+    C=128, D_emb=256: c=48, 186,320 vs 205,760 (Conv1D); C=384, D_emb=1536: c=192, 3.32M vs 3.32M;
+    C=3072, D_emb=1536: c=832, 47.6M vs 47.2M.
 
     x (B·F, C, H, W), emb (B·F, D_emb) -> (B·F, C, H, W).
     """
@@ -159,9 +160,9 @@ def conv3d_block_parameters(channels: int, emb_dim: int, hidden: int) -> int:
 
 
 def matched_hidden_channels(channels: int, emb_dim: int) -> int:
-    """Width c (a multiple of 8 where C >= 8) whose TemporalConv3dBlock count is closest to TemporalConv1dBlock's."""
+    """Width c (a multiple of 8 where C >= 64) whose TemporalConv3dBlock count is closest to TemporalConv1dBlock's."""
     target = conv1d_block_parameters(channels, emb_dim)
-    step = 8 if channels >= 8 else 1
+    step = 8 if channels >= 64 else 1
     return min(range(step, channels + 1, step),
                key=lambda c: abs(conv3d_block_parameters(channels, emb_dim, c) - target))
 

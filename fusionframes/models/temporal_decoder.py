@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,65 +142,72 @@ class TemporalResBlock(nn.Module):
 
 def inflate_conv(conv: nn.Conv2d) -> nn.Conv3d:
     """Conv2d (k, k) -> Conv3d (3, k, k) whose centre temporal slice is the 2D kernel, the others zero."""
+    w = conv.weight.detach()
     conv3d = nn.Conv3d(conv.in_channels, conv.out_channels, (3, *conv.kernel_size), stride=(1, *conv.stride),
-                       padding=(1, *conv.padding), bias=conv.bias is not None)
-    with torch.no_grad():
-        conv3d.weight.zero_()
-        conv3d.weight[:, :, 1] = conv.weight
-        if conv.bias is not None:
-            conv3d.bias.copy_(conv.bias)
-    return conv3d.to(conv.weight.device, conv.weight.dtype)
+                       padding=(1, *conv.padding), bias=conv.bias is not None, device=w.device, dtype=w.dtype)
+    conv3d.weight = nn.Parameter(torch.stack([torch.zeros_like(w), w, torch.zeros_like(w)], dim=2))
+    if conv.bias is not None:
+        conv3d.bias = nn.Parameter(conv.bias.detach().clone())
+    return conv3d
 
 
-def _resnets(decoder: nn.Module) -> list[nn.Module]:
-    return [*decoder.mid_block.resnets, *(r for block in decoder.up_blocks for r in block.resnets)]
+def _resnet_lists(decoder: nn.Module) -> list[nn.ModuleList]:
+    return [decoder.mid_block.resnets, *(block.resnets for block in decoder.up_blocks)]
 
 
 def _add_temporal_convs(decoder: nn.Module, frames: FrameCount, kernel: tuple[int, int, int]) -> None:
-    for resnet in _resnets(decoder):
+    """A temporal conv after conv1 and after conv2 of every decoder resnet."""
+    for resnet in (r for layers in _resnet_lists(decoder) for r in layers):
         for name in ("conv1", "conv2"):
             conv = getattr(resnet, name)
             setattr(resnet, name, SpatialThenTemporal(conv, OnFrames(TemporalConv(conv.out_channels, kernel), frames)))
 
 
-def _add_temporal_attention(decoder: nn.Module, frames: FrameCount, head_dim: int) -> None:
-    """After the mid block's spatial attention, and after the last layer of the lowest-resolution up block."""
+def _add_temporal_resblocks(decoder: nn.Module, frames: FrameCount) -> None:
+    """A temporal ResNet block after every decoder resnet (mid and up blocks)."""
+    for layers in _resnet_lists(decoder):
+        for i, resnet in enumerate(layers):
+            layers[i] = SpatialThenTemporal(resnet, OnFrames(TemporalResBlock(resnet.out_channels), frames))
+
+
+def _add_temporal_attention(decoder: nn.Module, frames: FrameCount, channels: int, head_dim: int) -> None:
+    """Temporal attention at the lowest resolution (``channels`` wide), where the MoVQ has spatial attention.
+
+    After the mid block's spatial attention, and after every layer of the lowest-resolution up block: its
+    spatial attentions if it has them (Kandinsky 3's MoVQ), else its resnets.
+    """
     mid, low = decoder.mid_block, decoder.up_blocks[0]
-    slots = [(mid.attentions, 0) if mid.attentions[0] is not None else (mid.resnets, 0),
-             (low.attentions, -1) if getattr(low, "attentions", None) else (low.resnets, -1)]
+    slots = [(mid.attentions, 0) if mid.attentions[0] is not None else (mid.resnets, 0)]
+    low_layers = low.attentions if getattr(low, "attentions", None) else low.resnets
+    slots += [(low_layers, i) for i in range(len(low_layers))]
     for layers, i in slots:
-        channels = mid.resnets[0].out_channels if layers in (mid.attentions, mid.resnets) else low.resnets[-1].out_channels
         layers[i] = SpatialThenTemporal(layers[i], OnFrames(TemporalAttention(channels, head_dim), frames))
 
 
-def _add_temporal_resblocks(decoder: nn.Module, frames: FrameCount) -> None:
-    for i, block in enumerate(decoder.up_blocks):
-        temporal = OnFrames(TemporalResBlock(block.resnets[-1].out_channels), frames)
-        decoder.up_blocks[i] = SpatialThenTemporal(block, temporal)
-
-
 def _inflate_convs(decoder: nn.Module, frames: FrameCount) -> None:
-    """Replace every 3x3 Conv2d of the decoder with its (3, 3, 3) inflation."""
-    targets = [name for name, m in decoder.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    """Replace every 3x3 Conv2d of the decoder but the upsamplers' with its (3, 3, 3) inflation.
+
+    Leaving the upsampler convs 2D reproduces the paper's parameter count (419M from a 161M decoder).
+    """
+    targets = [name for name, m in decoder.named_modules()
+               if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and ".upsamplers." not in name]
     for name in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = decoder.get_submodule(parent_name) if parent_name else decoder
         setattr(parent, attr, OnFrames(inflate_conv(getattr(parent, attr)), frames))
 
 
-def _build(variant: str, decoder: nn.Module, frames: FrameCount, head_dim: int) -> None:
-    builders: dict[str, Callable[[], None]] = {
-        "conv3x1x1": lambda: _add_temporal_convs(decoder, frames, (3, 1, 1)),
-        "conv3x3x3": lambda: _add_temporal_convs(decoder, frames, (3, 3, 3)),
-        "conv3x1x1_attn": lambda: (_add_temporal_convs(decoder, frames, (3, 1, 1)),
-                                   _add_temporal_attention(decoder, frames, head_dim)),
-        "conv3x3x3_attn": lambda: (_add_temporal_convs(decoder, frames, (3, 3, 3)),
-                                   _add_temporal_attention(decoder, frames, head_dim)),
-        "resblock_attn": lambda: (_add_temporal_attention(decoder, frames, head_dim),
-                                  _add_temporal_resblocks(decoder, frames)),
-        "conv2d_to_3d": lambda: _inflate_convs(decoder, frames),
-    }
-    builders[variant]()
+def _build(variant: str, decoder: nn.Module, frames: FrameCount, channels: int, head_dim: int) -> None:
+    """Wrap ``decoder`` in place with the temporal layers of ``variant``; ``channels``: its lowest-resolution width."""
+    kernel = {"conv3x1x1": (3, 1, 1), "conv3x3x3": (3, 3, 3)}.get(variant.removesuffix("_attn"))
+    if kernel is not None:
+        _add_temporal_convs(decoder, frames, kernel)
+    if variant == "resblock_attn":
+        _add_temporal_resblocks(decoder, frames)
+    if variant.endswith("_attn"):  # after the resblocks: a resnet is then followed by its resblock, then attention
+        _add_temporal_attention(decoder, frames, channels, head_dim)
+    if variant == "conv2d_to_3d":
+        _inflate_convs(decoder, frames)
 
 
 class TemporalMoVQDecoder(nn.Module):
@@ -242,7 +248,7 @@ class TemporalMoVQDecoder(nn.Module):
         self.image_decoder_parameters = sum(p.numel() for p in self.parameters())
         self.frames = FrameCount()
         reference = next(self.decoder.parameters())
-        _build(variant, self.decoder, self.frames, attention_head_dim)
+        _build(variant, self.decoder, self.frames, movq.config.block_out_channels[-1], attention_head_dim)
         self.to(reference.device, reference.dtype)
         self.new_parameter_names = [n for n, p in self.named_parameters() if id(p) not in base]
         self.requires_grad_(finetune == "decoder")
@@ -314,7 +320,7 @@ class TemporalMoVQDecoder(nn.Module):
                   "base_movq_path": self.base_path,
                   "base_movq_sha256": weights_digest(self.base_path) if self.base_path else None,
                   "movq_config": self.movq_config, "parameter_counts": self.parameter_counts()}
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=list))
+        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2))
         return directory
 
     @classmethod

@@ -155,10 +155,12 @@ class ShapesTextEncoder(nn.Module):
 class T5TextEncoder(nn.Module):
     """Frozen transformers ``T5EncoderModel`` + tokenizer from a local directory (never the hub).
 
-    Stays in eval mode (``train()`` is a no-op) with ``requires_grad=False``.
+    Stays in eval mode (``train()`` is a no-op) with ``requires_grad=False``. ``tokenizer_path`` defaults to
+    ``path``; diffusers pipeline directories keep it apart (``text_encoder/`` and ``tokenizer/``).
     """
 
-    def __init__(self, path: str, max_length: int = 128, config_key: str = "model.text_encoder.path") -> None:
+    def __init__(self, path: str, max_length: int = 128, config_key: str = "model.text_encoder.path",
+                 tokenizer_path: str | None = None) -> None:
         super().__init__()
         if not Path(path).is_dir():
             raise FileNotFoundError(
@@ -166,7 +168,7 @@ class T5TextEncoder(nn.Module):
                 "(config.json, weights and tokenizer files)."
             )
         self.max_length = max_length
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or path, local_files_only=True)
         self.model = T5EncoderModel.from_pretrained(path, local_files_only=True)
         self.model.requires_grad_(False)
         self.train(False)

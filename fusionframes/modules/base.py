@@ -35,8 +35,8 @@ class StageModule(L.LightningModule):
         self.strict_loading = False  # frozen weights are absent from checkpoints; load_state_dict checks the rest
 
     def freeze(self, name: str, path: str | Path | None = None) -> None:
-        """Freeze sub-module ``name`` (loaded from ``path``, recorded in checkpoints)."""
-        module: nn.Module = getattr(self, name)
+        """Freeze sub-module ``name`` (dotted path; loaded from ``path``, recorded in checkpoints)."""
+        module = self.get_submodule(name)
         module.requires_grad_(False)
         module.eval()
         self._frozen[name] = None if path is None else str(path)
@@ -44,20 +44,29 @@ class StageModule(L.LightningModule):
     def train(self, mode: bool = True) -> StageModule:
         super().train(mode)
         for name in self._frozen:
-            getattr(self, name).eval()
+            self.get_submodule(name).eval()
         return self
 
-    def _is_frozen_key(self, key: str) -> bool:
-        return any(key == n or key.startswith(n + ".") for n in self._frozen)
+    def _frozen_keys(self) -> set[str]:
+        """State-dict keys that are not saved: parameters without grad and buffers of frozen sub-modules.
+
+        Decided per parameter, so temporal layers inserted inside a frozen backbone are still saved.
+        """
+        keys = {n for n, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
+        for name in self._frozen:
+            keys |= {f"{name}.{b}" for b, _ in self.get_submodule(name).named_buffers(remove_duplicate=False)}
+        return keys
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         state = super().state_dict(*args, **kwargs)
         prefix = kwargs.get("prefix", "")
-        return {k: v for k, v in state.items() if not self._is_frozen_key(k[len(prefix):])}
+        frozen = self._frozen_keys()
+        return {k: v for k, v in state.items() if k[len(prefix):] not in frozen}
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False):
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [k for k in result.missing_keys if not self._is_frozen_key(k)]
+        frozen = self._frozen_keys()
+        missing = [k for k in result.missing_keys if k not in frozen]
         if missing or result.unexpected_keys:
             raise RuntimeError(
                 f"Checkpoint does not match the model: missing trainable keys {missing[:5]}, "

@@ -9,6 +9,8 @@ import torch
 from einops import rearrange
 from PIL import Image
 
+from fusionframes.utils.video_io import encode_video
+
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """Float images in [-1, 1], (..., C, H, W) -> uint8 (..., H, W, C)."""
@@ -47,3 +49,26 @@ def log_image(trainer, key: str, array: np.ndarray, caption: str | None = None) 
         elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoardLogger
             logger.experiment.add_image(key, array, trainer.global_step, dataformats="HWC")
     return path
+
+
+def save_video(frames: np.ndarray, path: str | Path, fps: int) -> list[Path]:
+    """Write uint8 (F, H, W, 3) frames as ``<path>.mp4`` and ``<path>.gif``; returns both paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mp4, gif = path.with_suffix(".mp4"), path.with_suffix(".gif")
+    mp4.write_bytes(encode_video(frames, fps))
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(gif, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    return [mp4, gif]
+
+
+def log_video(trainer, key: str, video: torch.Tensor, fps: int, caption: str | None = None) -> list[Path]:
+    """Save a (F, 3, H, W) clip in [-1, 1] as mp4 + gif under ``<log_dir>/media/``; send it to wandb if used."""
+    if trainer is None or not trainer.is_global_zero:
+        return []
+    root = Path(trainer.log_dir or trainer.default_root_dir)
+    paths = save_video(to_uint8(video), root / "media" / f"{key.replace('/', '_')}_step{trainer.global_step:07d}", fps)
+    for logger in trainer.loggers:
+        if hasattr(logger, "log_video"):  # WandbLogger
+            logger.log_video(key=key, videos=[str(paths[0])], step=trainer.global_step, caption=[caption or key])
+    return paths

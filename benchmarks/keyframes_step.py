@@ -1,0 +1,170 @@
+"""Keyframe-stage training step: ms/step and peak memory per KeyframeUNet variant vs the frozen 2D UNet.
+
+A variant's step is forward + backward of the inflated model with respect to its temporal parameters and
+an AdamW step. The reference is the frozen 2D UNet's own forward + backward (to its input) on the same
+frames folded into the batch, measured in the same run. Random weights throughout.
+
+Sizes: ``shapes`` (unet2d: the shipped shapes-world UNet config; kandinsky3: a Kandinsky3UNet of similar
+width), 16 frames of 16x16 latents, 32 text tokens x 128; ``paper`` (kandinsky3: Kandinsky3UNet at its
+real size, i.e. the diffusers defaults, ~3B parameters; unet2d: SD-1.5 size), 16 frames of 64x64 latents,
+128 text tokens x 4096 (77 x 768 for unet2d). With ``--dtype bf16`` the frozen UNet is stored in bf16, the
+temporal parameters (and AdamW state) stay fp32, and every step runs under ``torch.autocast(bf16)``.
+Each model is built fresh, so no hooks of another variant are attached. On CUDA: warm-up steps,
+``torch.cuda.synchronize`` around the timed steps, ``torch.cuda.max_memory_allocated`` per model
+(weights + optimiser state + activations); attention is diffusers' and timm's SDPA. Prints a markdown table.
+
+    uv run python benchmarks/keyframes_step.py --device cpu --dtype fp32 --steps 3
+    uv run python benchmarks/keyframes_step.py --backbone kandinsky3 --size paper --device cuda --out k3.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.models.unets.unet_kandinsky3 import Kandinsky3UNet
+from einops import rearrange, repeat
+from torch import nn
+
+from fusionframes.models.keyframe_unet import VARIANTS, KeyframeUNet
+from fusionframes.models.temporal import frame_positions
+
+ASSETS = Path(__file__).resolve().parent.parent / "fusionframes" / "assets" / "shapes"
+
+
+@dataclass(frozen=True)
+class Size:
+    make_unet: Callable[[], nn.Module]
+    latent: int
+    tokens: int
+    text_dim: int
+
+
+SIZES: dict[tuple[str, str], Size] = {
+    ("unet2d", "shapes"): Size(lambda: UNet2DConditionModel.from_config(
+        json.loads((ASSETS / "t2i" / "unet" / "config.json").read_text())), 16, 32, 128),
+    ("kandinsky3", "shapes"): Size(lambda: Kandinsky3UNet(
+        time_embedding_dim=256, block_out_channels=(64, 128, 128, 256), layers_per_block=2,
+        cross_attention_dim=128, encoder_hid_dim=128), 16, 32, 128),
+    ("unet2d", "paper"): Size(lambda: UNet2DConditionModel(cross_attention_dim=768), 64, 77, 768),
+    ("kandinsky3", "paper"): Size(Kandinsky3UNet, 64, 128, 4096),
+}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(step: Callable[[], None], device: torch.device, steps: int, warmup: int) -> tuple[float, float | None]:
+    """(ms per step, peak GiB allocated or None off CUDA) of ``step`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    ms = 1000 * (time.perf_counter() - start) / steps
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return ms, peak
+
+
+def build(size: Size, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = size.make_unet()
+    return unet.to(dtype).train()
+
+
+def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.dtype, variants: list[str],
+              steps: int, warmup: int, frames: int, batch: int) -> str:
+    size = SIZES[backbone, size_name]
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    torch.manual_seed(0)
+    sample = torch.randn(batch, frames, 4, size.latent, size.latent, device=device, dtype=dtype)
+    context = torch.randn(batch, size.tokens, size.text_dim, device=device, dtype=dtype)
+    mask = torch.ones(batch, size.tokens, dtype=torch.bool, device=device)
+    timestep = torch.randint(0, 1000, (batch,), device=device)
+    positions = frame_positions(batch, frames, device=device)
+    rows = []
+
+    unet = build(size, device, dtype)
+    unet.requires_grad_(False)
+    folded = rearrange(sample, "b f c h w -> (b f) c h w").requires_grad_(True)
+    folded_inputs = dict(encoder_hidden_states=repeat(context, "b l d -> (b f) l d", f=frames),
+                         encoder_attention_mask=repeat(mask, "b l -> (b f) l", f=frames))
+    folded_t = repeat(timestep, "b -> (b f)", f=frames)
+
+    def frozen_step() -> None:
+        with autocast:
+            out = unet(folded, folded_t, **folded_inputs).sample
+        out.float().square().mean().backward()
+        folded.grad = None
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    base_ms, base_peak = timed(frozen_step, device, steps, warmup)
+    frozen_params = sum(p.numel() for p in unet.parameters())
+    rows.append(("frozen 2D UNet fwd+bwd (to input)", base_ms, base_peak, 0))
+    del unet, folded
+
+    for variant in variants:
+        model = KeyframeUNet(build(size, device, dtype), variant, num_frames=frames)
+        model.temporal.float()
+        optimizer = torch.optim.AdamW(model.temporal_parameters(), lr=1e-4)
+        target = torch.randn_like(sample, dtype=torch.float32)
+
+        def train_step() -> None:
+            with autocast:
+                out = model(sample, timestep, context, mask, positions)
+            (out.float() - target).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        ms, peak = timed(train_step, device, steps, warmup)
+        rows.append((variant, ms, peak, model.parameter_counts()["temporal"]))
+        del model, optimizer
+
+    header = [f"{backbone} / {size_name}: {frozen_params / 1e6:,.1f}M frozen parameters, {batch}x{frames} frames of "
+              f"{size.latent}x{size.latent} latents, text {size.tokens}x{size.text_dim}, {dtype}, {device} "
+              f"({steps} timed steps after {warmup} warm-up)", "",
+              "| model | ms/step | x frozen fwd+bwd | peak GiB | temporal params |", "|---|---|---|---|---|"]
+    lines = [f"| {name} | {ms:,.1f} | {ms / base_ms:.2f} | {'n/a' if peak is None else f'{peak:.1f}'} | "
+             f"{params / 1e6:,.2f}M |" for name, ms, peak, params in rows]
+    return "\n".join(header + lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", choices=["unet2d", "kandinsky3"], default="unet2d")
+    parser.add_argument("--size", choices=["shapes", "paper"], default="shapes")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per model")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+    args = parser.parse_args()
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    table = benchmark(args.backbone, args.size, torch.device(args.device), dtype, args.variants, args.steps,
+                      args.warmup, args.frames, args.batch)
+    print(table)
+    if args.out is not None:
+        args.out.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

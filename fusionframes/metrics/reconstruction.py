@@ -1,0 +1,92 @@
+"""Reconstruction quality of decoded videos: per-frame PSNR, SSIM, MSE, optional LPIPS, temporal consistency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from torch import nn
+from torchmetrics import MeanMetric, MeanSquaredError, Metric, MetricCollection
+from torchmetrics.image import (LearnedPerceptualImagePatchSimilarity, PeakSignalNoiseRatio,
+                                StructuralSimilarityIndexMeasure)
+from torchvision.models import AlexNet_Weights
+
+from fusionframes.utils.pretrained import require_dir
+
+
+class TemporalConsistencyError(Metric):
+    """Mean ``|(x̂[t+1] - x̂[t]) - (x[t+1] - x[t])|`` over consecutive frames of videos (B, F, C, H, W).
+
+    Zero when the reconstruction changes from frame to frame exactly as the ground truth does; flicker raises it.
+    """
+
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        error = (preds.diff(dim=1) - target.diff(dim=1)).abs()
+        self.total += error.sum(dtype=torch.float64)
+        self.count += error.numel()
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count).float()
+
+
+class VideoReconstructionMetrics(nn.Module):
+    """Accumulates ``psnr``, ``ssim``, ``mse`` (frame by frame, pixels mapped to [0, 1]), ``temporal_error`` and,
+    when built ``with_lpips``, the mean of the LPIPS scores passed to :meth:`update`."""
+
+    def __init__(self, with_lpips: bool = False) -> None:
+        super().__init__()
+        self.frames = MetricCollection({
+            "psnr": PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)),
+            "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
+            "mse": MeanSquaredError(),
+        })
+        self.temporal_error = TemporalConsistencyError()
+        self.lpips = MeanMetric() if with_lpips else None
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, lpips: torch.Tensor | None = None) -> None:
+        """Videos (B, F, 3, H, W) in [-1, 1]; ``lpips``: per-frame scores (B·F,), required when built with LPIPS."""
+        preds, target = (((x.float().clamp(-1, 1) + 1) / 2).contiguous() for x in (preds, target))
+        self.frames.update(rearrange(preds, "b f c h w -> (b f) c h w"), rearrange(target, "b f c h w -> (b f) c h w"))
+        self.temporal_error.update(preds, target)
+        if self.lpips is not None:
+            self.lpips.update(lpips)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        values = {**self.frames.compute(), "temporal_error": self.temporal_error.compute()}
+        if self.lpips is not None:
+            values["lpips"] = self.lpips.compute()
+        return values
+
+    def reset(self) -> None:
+        for metric in (self.frames, self.temporal_error, self.lpips):
+            if metric is not None:
+                metric.reset()
+
+
+def load_lpips(path: str | Path | None, config_key: str = "model.lpips_path") -> LearnedPerceptualImagePatchSimilarity:
+    """torchmetrics LPIPS (AlexNet) built offline from a local torch hub directory.
+
+    ``path`` must hold torchvision's AlexNet ImageNet weights as ``checkpoints/alexnet-owt-7be5be79.pth`` (the
+    layout of ``~/.cache/torch/hub`` on a machine that has used LPIPS); the LPIPS heads ship with torchmetrics.
+    A missing file is an error, never a download.
+    """
+    root = require_dir(path, config_key)
+    weights = Path("checkpoints") / Path(AlexNet_Weights.IMAGENET1K_V1.url).name
+    if not (root / weights).is_file():
+        raise FileNotFoundError(f"{config_key}={root} has no {weights} (torchvision's AlexNet ImageNet weights); "
+                                "LPIPS weights are never downloaded.")
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(root))
+    try:
+        return LearnedPerceptualImagePatchSimilarity(net_type="alex")
+    finally:
+        torch.hub.set_dir(previous)

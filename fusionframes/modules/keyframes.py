@@ -1,0 +1,136 @@
+"""Keyframe stage (paper §4.1): a frozen T2I UNet with trainable temporal modules generates 16 keyframes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from einops import rearrange
+
+from fusionframes.diffusion import classifier_free_guidance, sample
+from fusionframes.models.keyframe_unet import KeyframeUNet
+from fusionframes.models.latents import LatentCodec
+from fusionframes.models.t2i import TextToImageModel
+from fusionframes.modules.base import OptimizerFactory, StageModule
+from fusionframes.utils.media import image_grid, log_image, log_video
+
+
+class KeyframesModule(StageModule):
+    """Trains only the temporal modules of a ``KeyframeUNet`` with the backbone's noise-prediction loss.
+
+    ``unet`` is the frozen T2I backbone bundle (UNet, text encoder, schedule; config group ``model/unet``);
+    it and the MoVQ are frozen and saved by reference (``unet_path``, ``movq_path``).
+    Batches hold ``video`` (B, F, 3, H, W) in [-1, 1] (or precomputed ``latents`` (B, F, C, h, w)),
+    ``positions`` (B, F) frame indices on the source timeline and ``caption`` (B strings).
+    Captions are dropped to the empty prompt with probability ``caption_dropout`` for guidance.
+    """
+
+    def __init__(
+        self,
+        unet: TextToImageModel,
+        temporal: dict[str, Any],
+        movq_path: str,
+        optimizer: OptimizerFactory,
+        lr_scheduler: Any = None,
+        unet_path: str | None = None,
+        num_frames: int = 16,
+        frame_stride: int = 12,
+        resolution: int = 64,
+        caption_dropout: float = 0.1,
+        guidance_scale: float = 5.0,
+        num_inference_steps: int = 50,
+        num_val_videos: int = 2,
+        fps: int = 2,
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler)
+        if not 0.0 <= caption_dropout <= 1.0:
+            raise ValueError(f"model.caption_dropout must be in [0, 1], got {caption_dropout}.")
+        if guidance_scale < 0:
+            raise ValueError(f"model.guidance_scale must be >= 0, got {guidance_scale}.")
+        self.backbone = unet
+        self.freeze("backbone", unet_path)
+        self.model = KeyframeUNet(unet.unet, num_frames=num_frames, **temporal)
+        self.codec = LatentCodec.from_pretrained(movq_path, "model.movq_path")
+        self.freeze("codec", movq_path)
+        if resolution % self.codec.factor:
+            raise ValueError(f"data.resolution={resolution} must be divisible by the MoVQ factor {self.codec.factor}.")
+        self.latent_size = resolution // self.codec.factor
+        self.num_frames = num_frames
+        self.frame_stride = frame_stride
+        self.caption_dropout = caption_dropout
+        self.guidance_scale = guidance_scale
+        self.num_inference_steps = num_inference_steps
+        self.num_val_videos = num_val_videos
+        self.fps = fps
+
+    @property
+    def schedule(self):
+        return self.backbone.schedule
+
+    def latents(self, batch: dict[str, Any]) -> torch.Tensor:
+        """(B, F, C, h, w) latents of the batch, checked against the configured frame count."""
+        z0 = batch["latents"] if "latents" in batch else self.codec.encode(batch["video"])
+        if z0.shape[1] != self.num_frames:
+            raise ValueError(f"the batch has {z0.shape[1]} frames but model.num_frames={self.num_frames}; "
+                             "use the keyframes sampler with the same num_frames.")
+        return z0
+
+    def _loss(self, batch: dict[str, Any], captions: list[str], generator: torch.Generator,
+              t: torch.Tensor | None = None) -> torch.Tensor:
+        z0 = self.latents(batch)
+        noise = torch.randn(z0.shape, generator=generator, device=self.device)
+        if t is None:
+            t = torch.randint(0, self.schedule.num_train_timesteps, (z0.shape[0],), generator=generator,
+                              device=self.device)
+        context, mask = self.backbone.text_encoder.encode(captions)
+        pred = self.model(self.schedule.add_noise(z0, noise, t), t, context.detach(), mask, batch["positions"])
+        return self.schedule.loss(pred, z0, noise, t)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        generator = self.batch_generator(batch_idx)
+        drop = torch.rand(len(batch["caption"]), generator=generator, device=self.device) < self.caption_dropout
+        loss = self._loss(batch, ["" if d else c for c, d in zip(batch["caption"], drop.tolist())], generator)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Loss at fixed noise and evenly spread timesteps; keyframe strips and a decoded clip of samples."""
+        b = len(batch["caption"])
+        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
+        t = torch.linspace(0, self.schedule.num_train_timesteps - 1, b, device=self.device).long()
+        self.log("val/loss", self._loss(batch, list(batch["caption"]), generator, t), prog_bar=True, sync_dist=True)
+        if batch_idx == 0 and self.num_val_videos:
+            captions = list(batch["caption"][: self.num_val_videos])
+            latents = self.generate(captions, generator=torch.Generator(device=self.device).manual_seed(0))
+            videos = self.codec.decode(latents).clamp(-1, 1)
+            strips = rearrange(videos, "b f c h w -> (b f) c h w")
+            log_image(self.trainer, "val/keyframes", image_grid(strips, nrow=self.num_frames),
+                      caption=" | ".join(captions))
+            log_video(self.trainer, "val/clip", videos[0], fps=self.fps, caption=captions[0])
+
+    def default_positions(self, batch_size: int) -> torch.Tensor:
+        """(B, F) positions 0, stride, 2·stride, ... on the source timeline (2 fps keyframes of 24 fps video)."""
+        return (torch.arange(self.num_frames, device=self.device) * self.frame_stride).expand(batch_size, -1)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], generator: torch.Generator | None = None,
+                 num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                 progress: bool = False) -> torch.Tensor:
+        """Sample keyframe latents (B, F, C, h, w) for B prompts with classifier-free guidance."""
+        scale = self.guidance_scale if guidance_scale is None else guidance_scale
+        n = len(prompts)
+        context, mask = self.backbone.text_encoder.encode(list(prompts) + [""] * n)
+        positions = self.default_positions(2 * n)
+        shape = (n, self.num_frames, self.codec.channels, self.latent_size, self.latent_size)
+
+        def denoise(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            cond, uncond = self.model(torch.cat([z_t, z_t]), torch.cat([t, t]), context, mask, positions).chunk(2)
+            return classifier_free_guidance(cond, uncond, scale)
+
+        return sample(denoise, shape, self.schedule, num_inference_steps or self.num_inference_steps,
+                      generator=generator, progress=progress, desc="keyframes", device=self.device)
+
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+        """Write the temporal weights (``temporal.safetensors`` + ``config.json``); the backbone stays by path."""
+        return self.model.save_pretrained(directory)

@@ -1,0 +1,160 @@
+"""KeyframeUNet: inflation of tiny UNet2DConditionModel and Kandinsky3UNet backbones, every variant."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel, UNet2DModel
+from diffusers.models.unets.unet_kandinsky3 import Kandinsky3UNet
+from torch import nn
+
+from fusionframes.models.keyframe_unet import VARIANTS, KeyframeUNet, build_temporal, parameter_table
+from fusionframes.models.temporal import TemporalConv1dBlock, TemporalConv3dBlock, frame_positions
+
+ASSETS = Path(__file__).resolve().parent.parent / "fusionframes" / "assets" / "shapes"
+B, F, L, TEXT_DIM, SIZE = 2, 3, 5, 16, 6  # 6x6 latents: odd 3x3 maps after one downsampling
+
+
+def tiny_unet2d() -> UNet2DConditionModel:
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        block_out_channels=(32, 32), norm_num_groups=8, cross_attention_dim=TEXT_DIM, layers_per_block=1,
+        attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")).eval()
+
+
+def tiny_kandinsky3() -> Kandinsky3UNet:
+    """Smallest Kandinsky3UNet found to build: two levels (layers_per_block=1 breaks its up blocks)."""
+    torch.manual_seed(0)
+    return Kandinsky3UNet(in_channels=4, time_embedding_dim=32, groups=4, attention_head_dim=8, layers_per_block=2,
+                          block_out_channels=(16, 32), cross_attention_dim=TEXT_DIM, encoder_hid_dim=TEXT_DIM).eval()
+
+
+BACKBONES: dict[str, Callable[[], nn.Module]] = {"unet2d": tiny_unet2d, "kandinsky3": tiny_kandinsky3}
+
+
+def batch(frames: int = F) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    mask = torch.ones(B, L, dtype=torch.bool)
+    mask[1, 3:] = False
+    return {"sample": torch.randn(B, frames, 4, SIZE, SIZE), "timestep": torch.tensor([10, 700]),
+            "encoder_hidden_states": torch.randn(B, L, TEXT_DIM), "encoder_attention_mask": mask,
+            "positions": frame_positions(B, frames)}
+
+
+def frame_by_frame(unet: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The 2D UNet run on each frame with the same timestep and text -> (B, F, C, H, W)."""
+    frames = [unet(inputs["sample"][:, i], inputs["timestep"], encoder_hidden_states=inputs["encoder_hidden_states"],
+                   encoder_attention_mask=inputs["encoder_attention_mask"]).sample
+              for i in range(inputs["sample"].shape[1])]
+    return torch.stack(frames, dim=1)
+
+
+def perturb(model: KeyframeUNet, scale: float = 0.05) -> KeyframeUNet:
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.temporal_parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_identity_at_init_then_trains_only_temporal(backbone: str, variant: str) -> None:
+    unet = BACKBONES[backbone]()
+    model = KeyframeUNet(unet, variant)
+    inputs = batch()
+    with torch.no_grad():
+        reference = frame_by_frame(unet, inputs)
+        assert torch.allclose(model(**inputs), reference, atol=1e-5)
+
+    frozen = {k: v.clone() for k, v in unet.state_dict().items()}
+    temporal = {k: v.clone() for k, v in model.temporal_state_dict().items()}
+    assert all(not p.requires_grad for p in unet.parameters())
+    optimizer = torch.optim.AdamW(model.temporal_parameters(), lr=1e-2)
+    model(**inputs).square().mean().backward()
+    optimizer.step()
+    assert all(torch.equal(v, frozen[k]) for k, v in unet.state_dict().items())
+    assert any(not torch.equal(v, temporal[k]) for k, v in model.temporal_state_dict().items())
+    with torch.no_grad():
+        assert not torch.allclose(model(**inputs), reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_per_frame_timesteps_and_inert_outside_forward(backbone: str) -> None:
+    unet = BACKBONES[backbone]()
+    model = perturb(KeyframeUNet(unet, "conv1d_attn3d_blocks"))
+    inputs = batch()
+    per_frame = {**inputs, "timestep": inputs["timestep"][:, None].expand(B, F)}
+    with torch.no_grad():
+        assert torch.allclose(model(**per_frame), model(**inputs), atol=1e-6)
+        # Outside KeyframeUNet.forward the hooks do nothing: the UNet is still the 2D model.
+        reference = frame_by_frame(copy.deepcopy(unet), inputs)
+        assert torch.allclose(frame_by_frame(unet, inputs), reference, atol=1e-6)
+
+
+def test_parameter_counts_per_variant() -> None:
+    shapes_unet = UNet2DConditionModel.from_config(json.loads((ASSETS / "t2i" / "unet" / "config.json").read_text()))
+    for unet in (shapes_unet, tiny_kandinsky3()):
+        print(f"\n{parameter_table(unet)}")
+        counts = {v: sum(p.numel() for p in build_temporal(unet, v).parameters()) for v in VARIANTS}
+        assert counts["conv1d_attn3d_blocks"] == counts["conv1d_attn1d_blocks"]
+
+        def conv_blocks(variant: str, cls: type[nn.Module]) -> int:
+            blocks = build_temporal(unet, variant)["blocks"].values()
+            return sum(p.numel() for m in blocks if isinstance(m, cls) for p in m.parameters())
+
+        ratio = conv_blocks("conv3d_attn1d_blocks", TemporalConv3dBlock) / conv_blocks(
+            "conv1d_attn1d_blocks", TemporalConv1dBlock)
+        assert abs(ratio - 1) < 0.25
+    model = KeyframeUNet(tiny_unet2d())
+    assert model.parameter_counts() == {"frozen": sum(p.numel() for p in model.unet.parameters()),
+                                        "temporal": sum(p.numel() for p in model.temporal_parameters())}
+
+
+def test_clear_errors() -> None:
+    with pytest.raises(TypeError, match="UNet2DModel; supported UNets: UNet2DConditionModel, Kandinsky3UNet"):
+        KeyframeUNet(UNet2DModel(block_out_channels=(32, 32), norm_num_groups=8,
+                                 down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2))
+    with pytest.raises(ValueError, match="unknown keyframe variant 'conv2d'; allowed: conv1d_attn1d_blocks"):
+        KeyframeUNet(tiny_unet2d(), "conv2d")
+    model = KeyframeUNet(tiny_unet2d(), num_frames=F)
+    with pytest.raises(ValueError, match="built for num_frames=3"):
+        model(**batch(frames=4))
+    with pytest.raises(ValueError, match=r"positions has shape \(2, 4\)"):
+        model(**{**batch(), "positions": frame_positions(B, 4)})
+    with pytest.raises(ValueError, match=r"timestep has shape \(3,\)"):
+        model(**{**batch(), "timestep": torch.tensor([1, 2, 3])})
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_save_load_round_trip(backbone: str, tmp_path: Path) -> None:
+    unet = BACKBONES[backbone]()
+    base = copy.deepcopy(unet)
+    model = perturb(KeyframeUNet(unet, "conv3d_attn1d_blocks", num_frames=F))
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["variant"] == "conv3d_attn1d_blocks"
+    loaded = KeyframeUNet.from_pretrained(tmp_path, base)
+    inputs = batch()
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs), model(**inputs))
+    other = "kandinsky3" if backbone == "unet2d" else "unet2d"
+    with pytest.raises(TypeError, match=f"holds temporal weights for a {type(unet).__name__}"):
+        KeyframeUNet.from_pretrained(tmp_path, BACKBONES[other]())
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_gradient_checkpointing_same_gradients(backbone: str) -> None:
+    model = perturb(KeyframeUNet(BACKBONES[backbone](), "conv1d_attn1d_blocks"))
+    grads = []
+    for checkpointing in (False, True):
+        model.gradient_checkpointing = checkpointing
+        model.zero_grad()
+        model(**batch()).square().mean().backward()
+        grads.append([p.grad.clone() for p in model.temporal_parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))

@@ -1,0 +1,164 @@
+"""Temporal modules: identity at init, frame mixing, Attn3D windows and padding, parameter counts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from einops import rearrange
+from torch import nn
+
+from fusionframes.models.temporal import (
+    FramePositionEmbedding,
+    TemporalAttention1dBlock,
+    TemporalAttention3dBlock,
+    TemporalAttentionLayer,
+    TemporalConv1dBlock,
+    TemporalConv3dBlock,
+    TemporalConvLayer,
+    conv1d_block_parameters,
+    conv3d_block_parameters,
+    frame_positions,
+    matched_hidden_channels,
+)
+
+B, F, C, D, GROUPS, HEAD_DIM = 2, 4, 16, 12, 4, 8
+
+MODULES: dict[str, Callable[[], nn.Module]] = {
+    "conv1d_block": lambda: TemporalConv1dBlock(C, D, GROUPS),
+    "conv3d_block": lambda: TemporalConv3dBlock(C, D, GROUPS),
+    "attn1d_block": lambda: TemporalAttention1dBlock(C, D, GROUPS, HEAD_DIM),
+    "attn3d_block": lambda: TemporalAttention3dBlock(C, D, GROUPS, HEAD_DIM),
+    "conv_layer": lambda: TemporalConvLayer(C),
+    "attn_layer": lambda: TemporalAttentionLayer(C, D, GROUPS, HEAD_DIM),
+}
+
+
+def perturb(module: nn.Module, scale: float = 0.2) -> nn.Module:
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return module
+
+
+def inputs(h: int = 4, w: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return torch.randn(B * F, C, h, w), torch.randn(B * F, D)
+
+
+@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize("size", [(4, 4), (5, 3)])
+def test_identity_at_init_then_not(name: str, size: tuple[int, int]) -> None:
+    module = MODULES[name]()
+    x, emb = inputs(*size)
+    assert torch.equal(module(x, F, emb), x)
+    assert not torch.allclose(perturb(module)(x, F, emb), x, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_mixes_frames(name: str) -> None:
+    """After a weight perturbation, changing frame j of the input changes output frame i != j."""
+    module = perturb(MODULES[name]())
+    x, emb = inputs()
+    y = rearrange(module(x, F, emb), "(b f) c h w -> b f c h w", f=F)
+    x2 = rearrange(x.clone(), "(b f) c h w -> b f c h w", f=F)
+    x2[:, 1] += 1.0
+    y2 = rearrange(module(rearrange(x2, "b f c h w -> (b f) c h w"), F, emb), "(b f) c h w -> b f c h w", f=F)
+    assert not torch.allclose(y[:, 0], y2[:, 0], atol=1e-5)
+    assert not torch.allclose(y[:, 2], y2[:, 2], atol=1e-5)
+
+
+def test_attention_layer_on_tokens() -> None:
+    """The mixed-baseline attention layer also takes the (B·F, L, C) tokens of a spatial attention layer."""
+    layer = TemporalAttentionLayer(C, D, GROUPS, HEAD_DIM)
+    x, emb = inputs()
+    tokens = rearrange(x, "n c h w -> n (h w) c")
+    assert torch.equal(layer(tokens, F, emb), tokens)
+    perturb(layer)
+    assert torch.allclose(layer(tokens, F, emb), rearrange(layer(x, F, emb), "n c h w -> n (h w) c"), atol=1e-5)
+
+
+def spatial_influence(attend: Callable[[torch.Tensor], torch.Tensor], h: int, w: int,
+                      source: tuple[int, int]) -> torch.Tensor:
+    """(H, W) bool: which output positions change when input position ``source`` changes (in frame 1)."""
+    torch.manual_seed(0)
+    video = torch.randn(B, C, F, h, w)
+    changed = video.clone()
+    changed[:, :, 1, source[0], source[1]] += 1.0
+    with torch.no_grad():
+        diff = (attend(changed) - attend(video)).abs().amax(dim=(0, 1, 2))
+    return diff > 1e-6
+
+
+def test_attn3d_mixes_within_2x2_windows_only() -> None:
+    block = perturb(TemporalAttention3dBlock(C, D, GROUPS, HEAD_DIM))
+    influence = spatial_influence(block.attend, 4, 4, (1, 1))
+    window = torch.zeros(4, 4, dtype=torch.bool)
+    window[:2, :2] = True
+    assert torch.equal(influence, window)
+    # Attn1D: each position attends only to itself across frames.
+    block1d = perturb(TemporalAttention1dBlock(C, D, GROUPS, HEAD_DIM))
+    only_itself = torch.zeros(4, 4, dtype=torch.bool)
+    only_itself[1, 1] = True
+    assert torch.equal(spatial_influence(block1d.attend, 4, 4, (1, 1)), only_itself)
+
+
+def test_attn3d_odd_size_masks_padding() -> None:
+    """Odd H, W: windows are clipped to real positions; a 1x1 window at the corner equals Attn1D there."""
+    block3d = perturb(TemporalAttention3dBlock(C, D, GROUPS, HEAD_DIM))
+    block1d = TemporalAttention1dBlock(C, D, GROUPS, HEAD_DIM)
+    block1d.load_state_dict(block3d.state_dict())
+    torch.manual_seed(0)
+    video = torch.randn(B, C, F, 5, 3)
+    with torch.no_grad():
+        out3d, out1d = block3d.attend(video), block1d.attend(video)
+    assert out3d.shape == video.shape
+    assert torch.allclose(out3d[..., 4, 2], out1d[..., 4, 2], atol=1e-5)  # window of one real position
+    assert not torch.allclose(out3d[..., 0, 0], out1d[..., 0, 0], atol=1e-5)  # full 2x2 window
+    influence = spatial_influence(block3d.attend, 5, 3, (4, 0))
+    expected = torch.zeros(5, 3, dtype=torch.bool)
+    expected[4, :2] = True
+    assert torch.equal(influence, expected)
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_attn3d_has_attn1d_parameters() -> None:
+    block1d, block3d = TemporalAttention1dBlock(64, 32), TemporalAttention3dBlock(64, 32)
+    assert count(block1d) == count(block3d)
+    assert block1d.state_dict().keys() == block3d.state_dict().keys()
+
+
+@pytest.mark.parametrize(("channels", "emb_dim", "groups"),
+                         [(8, 32, 4), (32, 128, 8), (64, 256, 32), (128, 256, 32), (320, 1280, 32)])
+def test_conv3d_parameters_match_conv1d(channels: int, emb_dim: int, groups: int) -> None:
+    conv1d, conv3d = TemporalConv1dBlock(channels, emb_dim, groups), TemporalConv3dBlock(channels, emb_dim, groups)
+    assert count(conv1d) == conv1d_block_parameters(channels, emb_dim)
+    assert count(conv3d) == conv3d_block_parameters(channels, emb_dim, matched_hidden_channels(channels, emb_dim))
+    assert abs(count(conv3d) / count(conv1d) - 1) < 0.25
+    # Kandinsky-3 sizes, by formula only (too big to build in a test).
+    for c in (384, 768, 1536, 3072):
+        ratio = conv3d_block_parameters(c, 1536, matched_hidden_channels(c, 1536)) / conv1d_block_parameters(c, 1536)
+        assert abs(ratio - 1) < 0.25
+
+
+def test_conv3d_reduction_option() -> None:
+    assert TemporalConv3dBlock(64, 32, 8, reduction=4).down.out_channels == 16
+    with pytest.raises(ValueError, match="reduction=128"):
+        TemporalConv3dBlock(64, 32, 8, reduction=128)
+
+
+def test_frame_position_embedding() -> None:
+    positions = frame_positions(B, F)
+    assert positions.tolist() == [[0, 12, 24, 36]] * B
+    embedding = FramePositionEmbedding(D, dim=16, max_position=64)
+    out = embedding(positions)
+    assert out.shape == (B * F, D)
+    assert not torch.allclose(out[0], out[1])
+    assert torch.equal(out[:F], out[F:])
+    with pytest.raises(ValueError, match=r"\[0, 64\)"):
+        embedding(frame_positions(1, 8))
