@@ -23,13 +23,14 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.unets.unet_kandinsky3 import Kandinsky3UNet
+from diffusers.utils import logging as diffusers_logging
 from einops import rearrange, repeat
 from torch import nn
 
@@ -64,7 +65,18 @@ def synchronize(device: torch.device) -> None:
 
 
 def timed(step: Callable[[], None], device: torch.device, steps: int, warmup: int) -> tuple[float, float | None]:
-    """(ms per step, peak GiB allocated or None off CUDA) of ``step`` after ``warmup`` untimed calls."""
+    """(ms per step, peak GiB allocated or None off CUDA) of ``step`` after ``warmup`` untimed calls;
+    (nan, nan) if CUDA runs out of memory."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        return _timed(step, device, steps, warmup)
+    except torch.cuda.OutOfMemoryError:
+        return float("nan"), float("nan")
+
+
+def _timed(step: Callable[[], None], device: torch.device, steps: int, warmup: int) -> tuple[float, float | None]:
     for _ in range(warmup):
         step()
     synchronize(device)
@@ -84,61 +96,78 @@ def build(size: Size, device: torch.device, dtype: torch.dtype) -> nn.Module:
     return unet.to(dtype).train()
 
 
-def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.dtype, variants: list[str],
-              steps: int, warmup: int, frames: int, batch: int) -> str:
-    size = SIZES[backbone, size_name]
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
-    torch.manual_seed(0)
-    sample = torch.randn(batch, frames, 4, size.latent, size.latent, device=device, dtype=dtype)
-    context = torch.randn(batch, size.tokens, size.text_dim, device=device, dtype=dtype)
-    mask = torch.ones(batch, size.tokens, dtype=torch.bool, device=device)
-    timestep = torch.randint(0, 1000, (batch,), device=device)
-    positions = frame_positions(batch, frames, device=device)
-    rows = []
+@dataclass(frozen=True)
+class Run:
+    """Inputs and settings shared by every measured model."""
 
-    unet = build(size, device, dtype)
-    unet.requires_grad_(False)
-    folded = rearrange(sample, "b f c h w -> (b f) c h w").requires_grad_(True)
-    folded_inputs = dict(encoder_hidden_states=repeat(context, "b l d -> (b f) l d", f=frames),
-                         encoder_attention_mask=repeat(mask, "b l -> (b f) l", f=frames))
-    folded_t = repeat(timestep, "b -> (b f)", f=frames)
+    size: Size
+    device: torch.device
+    dtype: torch.dtype
+    steps: int
+    warmup: int
+    sample: torch.Tensor  # (B, F, 4, h, w)
+    context: torch.Tensor  # (B, L, D)
+    mask: torch.Tensor  # (B, L) bool
+    timestep: torch.Tensor  # (B,)
 
-    def frozen_step() -> None:
-        with autocast:
-            out = unet(folded, folded_t, **folded_inputs).sample
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device.type, self.dtype) if self.dtype != torch.float32 else nullcontext()
+
+
+def measure_frozen(run: Run) -> tuple[float, float | None, int]:
+    """(ms, peak GiB, parameters) of the frozen 2D UNet's forward + backward to its input, frames in the batch."""
+    unet = build(run.size, run.device, run.dtype).requires_grad_(False)
+    frames = run.sample.shape[1]
+    folded = rearrange(run.sample, "b f c h w -> (b f) c h w").requires_grad_(True)
+    inputs = dict(encoder_hidden_states=repeat(run.context, "b l d -> (b f) l d", f=frames),
+                  encoder_attention_mask=repeat(run.mask, "b l -> (b f) l", f=frames))
+    timestep = repeat(run.timestep, "b -> (b f)", f=frames)
+
+    def step() -> None:
+        with run.autocast():
+            out = unet(folded, timestep, **inputs).sample
         out.float().square().mean().backward()
         folded.grad = None
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    base_ms, base_peak = timed(frozen_step, device, steps, warmup)
-    frozen_params = sum(p.numel() for p in unet.parameters())
-    rows.append(("frozen 2D UNet fwd+bwd (to input)", base_ms, base_peak, 0))
-    del unet, folded
+    return *timed(step, run.device, run.steps, run.warmup), sum(p.numel() for p in unet.parameters())
 
-    for variant in variants:
-        model = KeyframeUNet(build(size, device, dtype), variant, num_frames=frames)
-        model.temporal.float()
-        optimizer = torch.optim.AdamW(model.temporal_parameters(), lr=1e-4)
-        target = torch.randn_like(sample, dtype=torch.float32)
 
-        def train_step() -> None:
-            with autocast:
-                out = model(sample, timestep, context, mask, positions)
-            (out.float() - target).square().mean().backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+def measure_variant(run: Run, variant: str, checkpointing: bool) -> tuple[float, float | None, int]:
+    """(ms, peak GiB, temporal parameters) of a KeyframeUNet training step: forward, backward, AdamW step."""
+    model = KeyframeUNet(build(run.size, run.device, run.dtype), variant, num_frames=run.sample.shape[1],
+                         gradient_checkpointing=checkpointing)
+    model.temporal.to(run.device, torch.float32)
+    optimizer = torch.optim.AdamW(model.temporal_parameters(), lr=1e-4)
+    target = torch.randn_like(run.sample, dtype=torch.float32)
+    positions = frame_positions(*run.sample.shape[:2], device=run.device)
 
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
-        ms, peak = timed(train_step, device, steps, warmup)
-        rows.append((variant, ms, peak, model.parameter_counts()["temporal"]))
-        del model, optimizer
+    def step() -> None:
+        with run.autocast():
+            out = model(run.sample, run.timestep, run.context, run.mask, positions)
+        (out.float() - target).square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return *timed(step, run.device, run.steps, run.warmup), model.parameter_counts()["temporal"]
+
+
+def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.dtype, variants: list[str],
+              steps: int, warmup: int, frames: int, batch: int, checkpointing: bool) -> str:
+    size = SIZES[backbone, size_name]
+    torch.manual_seed(0)
+    run = Run(size, device, dtype, steps, warmup,
+              sample=torch.randn(batch, frames, 4, size.latent, size.latent, device=device, dtype=dtype),
+              context=torch.randn(batch, size.tokens, size.text_dim, device=device, dtype=dtype),
+              mask=torch.ones(batch, size.tokens, dtype=torch.bool, device=device),
+              timestep=torch.randint(0, 1000, (batch,), device=device))
+    base_ms, base_peak, frozen_params = measure_frozen(run)
+    rows = [("frozen 2D UNet fwd+bwd (to input)", base_ms, base_peak, 0)]
+    rows += [(variant, *measure_variant(run, variant, checkpointing)) for variant in variants]
 
     header = [f"{backbone} / {size_name}: {frozen_params / 1e6:,.1f}M frozen parameters, {batch}x{frames} frames of "
               f"{size.latent}x{size.latent} latents, text {size.tokens}x{size.text_dim}, {dtype}, {device} "
-              f"({steps} timed steps after {warmup} warm-up)", "",
+              f"({steps} timed steps after {warmup} warm-up"
+              f"{', temporal gradient checkpointing' if checkpointing else ''})", "",
               "| model | ms/step | x frozen fwd+bwd | peak GiB | temporal params |", "|---|---|---|---|---|"]
     lines = [f"| {name} | {ms:,.1f} | {ms / base_ms:.2f} | {'n/a' if peak is None else f'{peak:.1f}'} | "
              f"{params / 1e6:,.2f}M |" for name, ms, peak, params in rows]
@@ -156,11 +185,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing of temporal modules")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     args = parser.parse_args()
+    diffusers_logging.set_verbosity_error()
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     table = benchmark(args.backbone, args.size, torch.device(args.device), dtype, args.variants, args.steps,
-                      args.warmup, args.frames, args.batch)
+                      args.warmup, args.frames, args.batch, args.checkpointing)
     print(table)
     if args.out is not None:
         args.out.write_text(table + "\n")

@@ -32,6 +32,11 @@ TINY_MODEL = {
         "model.unet.norm_num_groups=8", "model.unet.attention_head_dim=8", "model.text_encoder.dim=32",
         "model.text_encoder.depth=1", "model.num_inference_steps=2", "model.num_val_images=2",
     ],
+    # Video decoder on the shipped MoVQ: 3-frame clips of 16x16 pixels (4x4 latents), one clip per batch.
+    **{f"decoder_{variant}": [
+        "data.resolution=16", "data.sampler.num_frames=3", "data.datamodule.batch_size=1",
+        "data.datamodule.val_batch_size=1", "model.decoder.attention_head_dim=32",
+    ] for variant in ("conv3x1x1", "conv3x3x3", "conv3x1x1_attn", "conv3x3x3_attn", "resblock_attn", "conv2d_to_3d")},
 }
 # Keyframes: 4 frames of 8x8 latents on the shipped T2I backbone, one sampling step in validation.
 TINY_KEYFRAMES = [
@@ -40,6 +45,13 @@ TINY_KEYFRAMES = [
 ]
 for _name in ("keyframes_blocks", "keyframes_attn3d", "keyframes_conv3d", "keyframes_layers"):
     TINY_MODEL[_name] = TINY_KEYFRAMES
+# Interpolation: 3 keyframes (9-frame clips) of 8x8 latents on the shipped T2I backbone, one sampling step.
+TINY_INTERPOLATION = [
+    "data.sampler.num_keyframes=3", "data.datamodule.batch_size=1", "data.datamodule.val_batch_size=1",
+    "model.num_inference_steps=1",
+]
+for _name in ("interpolation", "interpolation_mfi"):
+    TINY_MODEL[_name] = TINY_INTERPOLATION
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:

@@ -98,6 +98,11 @@ def test_per_frame_timesteps_and_inert_outside_forward(backbone: str) -> None:
         assert torch.allclose(frame_by_frame(unet, inputs), reference, atol=1e-6)
 
 
+def conv_block_parameters(unet: nn.Module, variant: str, cls: type[nn.Module]) -> int:
+    blocks = build_temporal(unet, variant)["blocks"].values()
+    return sum(p.numel() for m in blocks if isinstance(m, cls) for p in m.parameters())
+
+
 def test_parameter_counts_per_variant() -> None:
     shapes_unet = UNet2DConditionModel.from_config(json.loads((ASSETS / "t2i" / "unet" / "config.json").read_text()))
     for unet in (shapes_unet, tiny_kandinsky3()):
@@ -105,12 +110,8 @@ def test_parameter_counts_per_variant() -> None:
         counts = {v: sum(p.numel() for p in build_temporal(unet, v).parameters()) for v in VARIANTS}
         assert counts["conv1d_attn3d_blocks"] == counts["conv1d_attn1d_blocks"]
 
-        def conv_blocks(variant: str, cls: type[nn.Module]) -> int:
-            blocks = build_temporal(unet, variant)["blocks"].values()
-            return sum(p.numel() for m in blocks if isinstance(m, cls) for p in m.parameters())
-
-        ratio = conv_blocks("conv3d_attn1d_blocks", TemporalConv3dBlock) / conv_blocks(
-            "conv1d_attn1d_blocks", TemporalConv1dBlock)
+        ratio = conv_block_parameters(unet, "conv3d_attn1d_blocks", TemporalConv3dBlock) / conv_block_parameters(
+            unet, "conv1d_attn1d_blocks", TemporalConv1dBlock)
         assert abs(ratio - 1) < 0.25
     model = KeyframeUNet(tiny_unet2d())
     assert model.parameter_counts() == {"frozen": sum(p.numel() for p in model.unet.parameters()),
@@ -157,4 +158,4 @@ def test_gradient_checkpointing_same_gradients(backbone: str) -> None:
         model.zero_grad()
         model(**batch()).square().mean().backward()
         grads.append([p.grad.clone() for p in model.temporal_parameters()])
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))

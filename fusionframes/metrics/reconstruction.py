@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from einops import rearrange
 from torch import nn
 from torchmetrics import MeanMetric, MeanSquaredError, Metric, MetricCollection
-from torchmetrics.image import (LearnedPerceptualImagePatchSimilarity, PeakSignalNoiseRatio,
-                                StructuralSimilarityIndexMeasure)
+from torchmetrics.image import (
+    LearnedPerceptualImagePatchSimilarity,
+    PeakSignalNoiseRatio,
+    StructuralSimilarityIndexMeasure,
+)
 from torchvision.models import AlexNet_Weights
 
 from fusionframes.utils.pretrained import require_dir
@@ -24,7 +28,7 @@ class TemporalConsistencyError(Metric):
     higher_is_better = False
     full_state_update = False
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")

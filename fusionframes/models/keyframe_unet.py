@@ -78,7 +78,8 @@ def _kandinsky3_sites(unet: Kandinsky3UNet, placement: str) -> Iterator[Site]:
                 yield name, module, module.resnet_blocks[-1].projection.out_channels, "conv"
             else:
                 for i, block in enumerate(module.resnet_blocks):
-                    yield f"{name}.resnet_blocks.{i}.projection", block.projection, block.projection.out_channels, "conv"
+                    conv = block.projection
+                    yield f"{name}.resnet_blocks.{i}.projection", conv, conv.out_channels, "conv"
         elif id(module) in self_attention:
             if placement == "blocks":
                 yield name, module, module.in_norm.norm.num_channels, "attn"

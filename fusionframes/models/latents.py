@@ -9,7 +9,7 @@ from diffusers import VQModel
 from einops import rearrange
 from torch import nn
 
-from fusionframes.utils.pretrained import load_frozen
+from fusionframes.utils.pretrained import load_frozen, save_model
 
 
 class LatentCodec(nn.Module):
@@ -27,6 +27,9 @@ class LatentCodec(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, config_key: str = "model.movq_path") -> LatentCodec:
         return cls(load_frozen(VQModel, path, config_key))
+
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+        return save_model(self.movq, directory, dtype)
 
     @property
     def factor(self) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
@@ -11,7 +10,7 @@ from torch import nn
 
 from fusionframes.diffusion import NoiseSchedule, classifier_free_guidance, sample
 from fusionframes.models.text_encoders import ShapesTextEncoder, T5TextEncoder
-from fusionframes.utils.pretrained import require_dir
+from fusionframes.utils.pretrained import require_dir, save_model
 
 
 class TextToImageModel(nn.Module):
@@ -55,8 +54,8 @@ class TextToImageModel(nn.Module):
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         directory = Path(directory)
-        copy.deepcopy(self.unet).to(dtype).save_pretrained(directory / "unet", safe_serialization=True)
-        copy.deepcopy(self.text_encoder).to(dtype).save_pretrained(directory / "text_encoder")
+        save_model(self.unet, directory / "unet", dtype)
+        save_model(self.text_encoder, directory / "text_encoder", dtype)
         self.schedule.scheduler("ddpm").save_pretrained(directory / "scheduler")
         return directory
 

@@ -97,7 +97,7 @@ class TemporalConv1dBlock(nn.Module):
         widths = [channels, hidden, hidden, hidden, channels]
         self.stages = nn.ModuleList(
             NormActConv3d(c_in, c_out, (k, 1, 1), emb_dim, groups)
-            for c_in, c_out, k in zip(widths[:-1], widths[1:], (1, 3, 3, 1))
+            for c_in, c_out, k in zip(widths[:-1], widths[1:], (1, 3, 3, 1), strict=True)
         )
         zero_(self.stages[-1].conv)
 
@@ -149,7 +149,7 @@ def conv1d_block_parameters(channels: int, emb_dim: int) -> int:
     """Parameter count of ``TemporalConv1dBlock(channels, emb_dim)`` (compression 2)."""
     hidden = channels // 2
     widths = [channels, hidden, hidden, hidden, channels]
-    convs = sum(c_in * c_out * k + c_out for c_in, c_out, k in zip(widths[:-1], widths[1:], (1, 3, 3, 1)))
+    convs = sum(c_in * c_out * k + c_out for c_in, c_out, k in zip(widths[:-1], widths[1:], (1, 3, 3, 1), strict=True))
     return convs + sum(2 * c_in * (emb_dim + 1) for c_in in widths[:-1])
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from fusionframes.modules.base import OptimizerFactory, StageModule
 from fusionframes.utils.media import image_grid, log_image
+from fusionframes.utils.pretrained import save_model
 
 
 class MoVQModule(StageModule):
@@ -67,5 +67,4 @@ class MoVQModule(StageModule):
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         """Write the MoVQ as a diffusers directory (safetensors + config) that later stages load by path."""
-        copy.deepcopy(self.movq).to(dtype).save_pretrained(directory, safe_serialization=True)
-        return Path(directory)
+        return save_model(self.movq, directory, dtype)

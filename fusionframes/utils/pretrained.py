@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from pathlib import Path
 from typing import TypeVar
@@ -41,3 +42,9 @@ def weights_digest(path: str | Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def save_model(model: torch.nn.Module, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """``save_pretrained`` of a copy of ``model`` cast to ``dtype`` (the live model keeps its precision)."""
+    copy.deepcopy(model).to(dtype).save_pretrained(directory)
+    return Path(directory)

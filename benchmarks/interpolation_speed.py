@@ -1,0 +1,128 @@
+"""Interpolation speed: FusionFrames interpolator vs Masked Frame Interpolation (paper §6.3, Figure 7).
+
+Times ``InterpolationUNet.interpolate`` on 16 keyframe latents for one pass (s=3, 16 -> 61 frames) and for
+both passes (s=3 then s=1, 16 -> 61 -> 241 frames), each mode at the same DDIM steps and context guidance
+(one UNet call per step over all groups/frames and both branches), random weights. FusionFrames runs the
+UNet on T-1 groups per video, MFI on all 4T-3 frames, so MFI's UNet batch is about 4x larger; the ratio
+MFI / FusionFrames is measured in the same run.
+
+Sizes: ``shapes``: the shipped shapes-world UNet2DConditionModel config, 16x16 latents (64x64 frames);
+``paper``: Kandinsky3UNet at its real default size (~3B parameters), 32x32 latents (256x256 frames) and
+64x64 latents (512x512 frames). On CUDA the models run in bf16 (fp32 elsewhere), with a warm-up pass,
+``torch.cuda.synchronize`` around each timed pass and peak memory per mode. Prints a markdown table.
+
+    uv run python benchmarks/interpolation_speed.py --size shapes --device cpu --steps 2
+    uv run python benchmarks/interpolation_speed.py --size paper --device cuda --steps 10 --out docs/interp_speed.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.models.unets.unet_kandinsky3 import Kandinsky3UNet
+from torch import nn
+
+from fusionframes.diffusion import NoiseSchedule
+from fusionframes.models.interpolation_unet import MODES, InterpolationUNet
+
+ASSETS = Path(__file__).resolve().parent.parent / "fusionframes" / "assets" / "shapes"
+NUM_KEYFRAMES = 16
+
+#: size -> (UNet factory, null-context width, latent sizes).
+SIZES: dict[str, tuple[Callable[[], nn.Module], int, tuple[int, ...]]] = {
+    "shapes": (lambda: UNet2DConditionModel.from_config(json.loads((ASSETS / "t2i" / "unet" / "config.json")
+                                                                   .read_text())), 128, (16,)),
+    "paper": (Kandinsky3UNet, 4096, (32, 64)),
+}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build(size: str, mode: str, device: torch.device, dtype: torch.dtype) -> InterpolationUNet:
+    """A fresh interpolator in ``mode`` around a randomly initialised backbone (built on ``device``)."""
+    make_unet, text_dim, _ = SIZES[size]
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = InterpolationUNet(make_unet(), torch.randn(1, text_dim), mode=mode)
+    return model.to(dtype).eval()
+
+
+def timed(run: Callable[[], torch.Tensor], device: torch.device) -> tuple[float, torch.Tensor]:
+    synchronize(device)
+    start = time.perf_counter()
+    out = run()
+    synchronize(device)
+    return time.perf_counter() - start, out
+
+
+def measure(model: InterpolationUNet, latent: int, steps: int, device: torch.device, dtype: torch.dtype,
+            schedule: NoiseSchedule) -> dict[str, float]:
+    """Seconds for pass 1 and for both passes (after an untimed 1-step warm-up of each), peak GiB on CUDA."""
+    generator = torch.Generator(device).manual_seed(0)
+    keyframes = torch.randn(1, NUM_KEYFRAMES, 4, latent, latent, device=device, dtype=dtype, generator=generator)
+
+    def passes(num_steps: int, both: bool) -> torch.Tensor:
+        video = model.interpolate(keyframes, 3, schedule, num_steps, generator=generator)
+        return model.interpolate(video, 1, schedule, num_steps, generator=generator) if both else video
+
+    passes(1, both=True)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    first, video = timed(lambda: passes(steps, both=False), device)
+    both, final = timed(lambda: passes(steps, both=True), device)
+    assert video.shape[1] == 61 and final.shape[1] == 241
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return {"pass1": first, "both": both, "peak": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="shapes")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=10, help="DDIM steps per pass (KandinskyVideo 1.1: 10)")
+    parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    schedule = NoiseSchedule(beta_schedule="cosine", prediction_type="v_prediction")
+    schedule.scheduler_config["timestep_spacing"] = "trailing"
+
+    rows = ["| size | latents | mode | params | UNet batch / step (pass 1, pass 2) | pass 1 (s) | both passes (s) "
+            "| peak GiB |", "|---|---|---|---|---|---|---|---|"]
+    ratios = []
+    for latent in SIZES[args.size][2]:
+        results = {}
+        for mode in MODES:
+            model = build(args.size, mode, device, dtype)
+            per_video = {"fusionframes": (15, 60), "mfi": (61, 241)}[mode]
+            results[mode] = measure(model, latent, args.steps, device, dtype, schedule)
+            r = results[mode]
+            rows.append(f"| {args.size} | {latent}x{latent} | {mode} | {model.parameter_counts()['total'] / 1e6:.1f}M "
+                        f"| {2 * per_video[0]}, {2 * per_video[1]} | {r['pass1']:.2f} | {r['both']:.2f} "
+                        f"| {r['peak']:.1f} |")
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        ratios.append(f"{latent}x{latent}: MFI / FusionFrames = {results['mfi']['pass1'] / results['fusionframes']['pass1']:.2f}x "
+                      f"(pass 1), {results['mfi']['both'] / results['fusionframes']['both']:.2f}x (both passes)")
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    table = "\n".join(rows + ["", *ratios, "",
+                              f"{NUM_KEYFRAMES} keyframes, {args.steps} DDIM steps per pass, guidance w=0.25 "
+                              f"(cond + uncond in one call), batch 1, {str(dtype).removeprefix('torch.')}, {device_name}."])
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Text -> video inference: the FusionFrames pipeline used by ``sample.py`` and by validation.
+
+    prompt -> text encoder -> keyframes (CFG) -> interpolation s=3 -> interpolation s=1 -> temporal decoder
+
+Directory layout written by :meth:`FusionFramesPipeline.save_pretrained` (each stage loads on its own too)::
+
+    model_index.json   resolution, frame stride, source fps and which stages are present
+    movq/              image MoVQ (diffusers VQModel): latent space and frozen encoder
+    t2i/               frozen T2I backbone: unet/, text_encoder/, scheduler/
+    keyframes/         temporal weights of the keyframe model (KeyframeUNet)
+    interpolation/     latent interpolator (InterpolationUNet) and its v-prediction scheduler/
+    decoder/           temporal MoVQ decoder (optional: without it the image MoVQ decodes frame by frame)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler
+from tqdm.auto import tqdm
+
+from fusionframes.diffusion import NoiseSchedule, classifier_free_guidance, sample
+from fusionframes.models.interpolation_unet import InterpolationUNet
+from fusionframes.models.keyframe_unet import KeyframeUNet
+from fusionframes.models.latents import LatentCodec
+from fusionframes.models.t2i import TextToImageModel
+from fusionframes.models.temporal_decoder import TemporalMoVQDecoder
+from fusionframes.utils.pretrained import require_dir
+
+# Frame-rate modes: how many interpolation passes, and the skip s of each (paper §5: s=3, then s=1).
+FPS_MODES = {"keyframes": (), "medium": (3,), "high": (3, 1)}
+
+
+@torch.no_grad()
+def generate_keyframes(model: KeyframeUNet, schedule: NoiseSchedule, context: torch.Tensor, mask: torch.Tensor,
+                       positions: torch.Tensor, shape: tuple[int, ...], num_inference_steps: int,
+                       guidance_scale: float, generator: torch.Generator | None = None,
+                       progress: bool = False) -> torch.Tensor:
+    """Keyframe latents of ``shape`` (B, F, C, h, w) with classifier-free guidance.
+
+    ``context`` (2B, L, D) and ``mask`` (2B, L) hold the B prompts then B empty prompts; ``positions`` (2B, F).
+    Both branches run in one batched UNet call per step.
+    """
+
+    def denoise(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cond, uncond = model(torch.cat([z_t, z_t]), torch.cat([t, t]), context, mask, positions).chunk(2)
+        return classifier_free_guidance(cond, uncond, guidance_scale)
+
+    return sample(denoise, shape, schedule, num_inference_steps, generator=generator, progress=progress,
+                  desc="keyframes", device=context.device, dtype=context.dtype)
+
+
+class FusionFramesPipeline:
+    """All stages of text-to-video generation, loaded from one directory (see the module docstring)."""
+
+    def __init__(self, t2i: TextToImageModel, keyframes: KeyframeUNet, interpolation: InterpolationUNet,
+                 interpolation_schedule: NoiseSchedule, codec: LatentCodec,
+                 decoder: TemporalMoVQDecoder | None = None, resolution: int = 64, frame_stride: int = 12,
+                 source_fps: int = 24) -> None:
+        self.t2i = t2i
+        self.keyframes = keyframes
+        self.interpolation = interpolation
+        self.interpolation_schedule = interpolation_schedule
+        self.codec = codec
+        self.decoder = decoder
+        self.resolution = resolution
+        self.frame_stride = frame_stride
+        self.source_fps = source_fps
+
+    # ----------------------------------------------------------------------------------------------- i/o
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, keyframes_dir: str | Path | None = None,
+                        interpolation_dir: str | Path | None = None, decoder_dir: str | Path | None = None,
+                        config_key: str = "pipeline_dir") -> FusionFramesPipeline:
+        """Load every stage from ``directory``; the ``*_dir`` arguments replace single stages (export dirs)."""
+        root = require_dir(directory, config_key)
+        index_path = root / "model_index.json"
+        if not index_path.exists():
+            raise FileNotFoundError(f"{config_key}={root} has no model_index.json; it is not a pipeline directory.")
+        index = json.loads(index_path.read_text())
+        t2i = TextToImageModel.from_pretrained(root / "t2i", config_key)
+        keyframes = KeyframeUNet.from_pretrained(keyframes_dir or root / "keyframes", t2i.unet,
+                                                 config_key="keyframes_dir")
+        interp_root = require_dir(interpolation_dir or root / "interpolation", "interpolation_dir")
+        interpolation = InterpolationUNet.from_pretrained(interp_root, config_key="interpolation_dir")
+        schedule = NoiseSchedule.from_scheduler_config(dict(DDIMScheduler.load_config(interp_root / "scheduler")))
+        schedule.scheduler_config["timestep_spacing"] = index.get("interpolation_timestep_spacing", "trailing")
+        decoder_root = decoder_dir or (root / "decoder" if (root / "decoder").exists() else None)
+        decoder = None if decoder_root is None else TemporalMoVQDecoder.from_pretrained(decoder_root, "decoder_dir")
+        return cls(t2i, keyframes, interpolation, schedule, LatentCodec.from_pretrained(root / "movq", config_key),
+                   decoder, index["resolution"], index["frame_stride"], index["source_fps"])
+
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+        """Write every stage (fp16 safetensors + configs) and ``model_index.json`` under ``directory``."""
+        root = Path(directory)
+        root.mkdir(parents=True, exist_ok=True)
+        self.codec.save_pretrained(root / "movq", dtype)
+        self.t2i.save_pretrained(root / "t2i", dtype)
+        self.keyframes.save_pretrained(root / "keyframes", dtype)
+        self.interpolation.save_pretrained(root / "interpolation", dtype)
+        self.interpolation_schedule.scheduler("ddim").save_pretrained(root / "interpolation" / "scheduler")
+        if self.decoder is not None:
+            self.decoder.save_pretrained(root / "decoder", dtype)
+        index = {"_class_name": type(self).__name__, "resolution": self.resolution,
+                 "frame_stride": self.frame_stride, "source_fps": self.source_fps,
+                 "interpolation_timestep_spacing": self.interpolation_schedule.scheduler_config["timestep_spacing"],
+                 "stages": ["movq", "t2i", "keyframes", "interpolation"] + (["decoder"] if self.decoder else [])}
+        (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        return root
+
+    def to(self, device: torch.device | str) -> FusionFramesPipeline:
+        for module in (self.t2i, self.keyframes, self.interpolation, self.interpolation_schedule, self.codec,
+                       self.decoder):
+            if module is not None:
+                module.to(device).eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.keyframes.parameters()).device
+
+    # ----------------------------------------------------------------------------------------- sampling
+    def fps(self, mode: str) -> float:
+        """Frames per second of the output of an fps ``mode`` (2 for keyframes, 8 medium, 24 high)."""
+        passes = FPS_MODES[mode]
+        return self.source_fps / (passes[-1] if passes else self.frame_stride)
+
+    @torch.no_grad()
+    def __call__(self, prompts: str | list[str], fps: str = "high", num_inference_steps: int = 50,
+                 guidance_scale: float = 5.0, interpolation_steps: int = 10, interpolation_guidance: float = 0.25,
+                 seed: int | None = 0, decode_chunk: int = 8, progress: bool = True,
+                 dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """Generate one video per prompt.
+
+        Returns ``keyframes`` (B, F, C, h, w) and ``latents`` (B, N, C, h, w) latents and ``video``
+        (B, N, 3, H, W) in [-1, 1], N = F, 4F-3 or 16F-15 for ``fps`` keyframes / medium / high.
+        ``dtype`` (e.g. torch.bfloat16 on GPUs) runs the networks under autocast.
+        """
+        if fps not in FPS_MODES:
+            raise ValueError(f"fps={fps!r} is not a mode; choose one of {list(FPS_MODES)}.")
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts or any(not p.strip() for p in prompts):
+            raise ValueError("prompt is empty; give a text such as 'a red circle moving right'.")
+        device = self.device
+        generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
+        autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+        passes = FPS_MODES[fps]
+        stages = tqdm(total=2 + len(passes), desc="stages", disable=not progress)
+        with autocast:
+            n = len(prompts)
+            context, mask = self.t2i.text_encoder.encode(prompts + [""] * n)
+            num_frames = self.keyframes.num_frames
+            size = self.resolution // self.codec.factor
+            positions = (torch.arange(num_frames, device=device) * self.frame_stride).expand(2 * n, -1)
+            keyframes = generate_keyframes(self.keyframes, self.t2i.schedule, context, mask, positions,
+                                           (n, num_frames, self.codec.channels, size, size), num_inference_steps,
+                                           guidance_scale, generator, progress)
+            stages.update()
+            latents = keyframes
+            for skip in passes:
+                latents = self.interpolation.interpolate(latents, skip, self.interpolation_schedule,
+                                                         interpolation_steps, interpolation_guidance,
+                                                         generator=generator, progress=progress)
+                stages.update()
+            video = self.decode(latents, decode_chunk)
+            stages.update()
+        stages.close()
+        return {"keyframes": keyframes, "latents": latents, "video": video.float().clamp(-1, 1)}
+
+    def decode(self, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+        """Latents (B, N, C, h, w) -> frames (B, N, 3, H, W): the temporal decoder in overlapping chunks, or
+        the image MoVQ frame by frame when the pipeline has no temporal decoder."""
+        if self.decoder is None:
+            return self.codec.decode(latents)
+        return self.decoder.decode_chunked(latents / self.codec.scale, chunk=chunk, overlap=min(2, chunk - 1))

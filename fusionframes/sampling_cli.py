@@ -1,0 +1,52 @@
+"""What ``sample.py`` does: load a pipeline, generate videos for a prompt, write mp4, gif and keyframe strip."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from omegaconf import DictConfig
+
+from fusionframes.pipeline import FusionFramesPipeline
+from fusionframes.utils.media import image_grid, save_image, save_video, to_uint8
+
+
+def stage_dir(path: str | None, stage: str) -> str | None:
+    """A train.py run directory (holding ``export/<stage>``) or an export directory -> the export directory."""
+    if path is None:
+        return None
+    exported = Path(path) / "export" / stage
+    return str(exported) if exported.is_dir() else path
+
+
+def output_stem(prompt: str, seed: int, index: int) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:80] or "video"
+    return f"{slug}_seed{seed}_{index}"
+
+
+def run(cfg: DictConfig) -> list[Path]:
+    """Generate ``cfg.num_videos`` videos for ``cfg.prompt``; returns the written paths (mp4, gif, png each)."""
+    if cfg.num_videos < 1:
+        raise ValueError(f"num_videos must be a positive integer, got {cfg.num_videos}.")
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
+    out = Path(cfg.output_dir)
+    stems = [output_stem(cfg.prompt, cfg.seed, i) for i in range(cfg.num_videos)]
+    existing = [p for s in stems for p in out.glob(f"{s}*") if p.suffix in (".mp4", ".gif", ".png")]
+    if existing and not cfg.overwrite:
+        raise FileExistsError(f"{existing[0]} already exists; pass overwrite=true or another output_dir or seed.")
+    pipeline = FusionFramesPipeline.from_pretrained(
+        cfg.pipeline_dir, stage_dir(cfg.keyframes_dir, "keyframes"), stage_dir(cfg.interpolation_dir, "interpolation"),
+        stage_dir(cfg.decoder_dir, "decoder")).to(device)
+    result = pipeline([cfg.prompt] * cfg.num_videos, fps=cfg.fps, num_inference_steps=cfg.steps,
+                      guidance_scale=cfg.guidance_scale, interpolation_steps=cfg.interpolation_steps,
+                      interpolation_guidance=cfg.interpolation_guidance, seed=cfg.seed, decode_chunk=cfg.decode_chunk,
+                      progress=cfg.progress, dtype=torch.bfloat16 if device.type == "cuda" else None)
+    keyframe_frames = pipeline.codec.decode(result["keyframes"].float()).clamp(-1, 1)
+    written: list[Path] = []
+    for stem, video, keyframes in zip(stems, result["video"], keyframe_frames):
+        written += save_video(to_uint8(video), out / stem, fps=round(pipeline.fps(cfg.fps)))
+        written.append(save_image(image_grid(keyframes), out / f"{stem}_keyframes.png"))
+    return written
