@@ -59,6 +59,11 @@ class VideoReconstructionMetrics(nn.Module):
     def update(self, preds: torch.Tensor, target: torch.Tensor, lpips: torch.Tensor | None = None) -> None:
         """Videos (B, F, 3, H, W) in [-1, 1]; ``lpips``: per-frame scores (B·F,), required when built with LPIPS."""
         preds, target = (((x.float().clamp(-1, 1) + 1) / 2).contiguous() for x in (preds, target))
+        # SSIM's E[x^2] - E[x]^2 cancels catastrophically in bf16: keep every metric out of autocast.
+        with torch.autocast(preds.device.type, enabled=False):
+            self._update(preds, target, lpips)
+
+    def _update(self, preds: torch.Tensor, target: torch.Tensor, lpips: torch.Tensor | None) -> None:
         self.frames.update(rearrange(preds, "b f c h w -> (b f) c h w"), rearrange(target, "b f c h w -> (b f) c h w"))
         self.temporal_error.update(preds, target)
         if self.lpips is not None:
