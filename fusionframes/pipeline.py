@@ -15,6 +15,7 @@ Directory layout written by :meth:`FusionFramesPipeline.save_pretrained` (each s
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -50,6 +51,22 @@ def generate_keyframes(model: KeyframeUNet, schedule: NoiseSchedule, context: to
 
     return sample(denoise, shape, schedule, num_inference_steps, generator=generator, progress=progress,
                   desc="keyframes", device=context.device, dtype=context.dtype)
+
+
+class _StageTimer:
+    """Wall-clock seconds per stage (synchronising CUDA so GPU work is attributed to its stage)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds[stage] = now - self._last
+        self._last = now
 
 
 class FusionFramesPipeline:
@@ -134,8 +151,9 @@ class FusionFramesPipeline:
                  dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """Generate one video per prompt.
 
-        Returns ``keyframes`` (B, F, C, h, w) and ``latents`` (B, N, C, h, w) latents and ``video``
-        (B, N, 3, H, W) in [-1, 1], N = F, 4F-3 or 16F-15 for ``fps`` keyframes / medium / high.
+        Returns ``keyframes`` (B, F, C, h, w) and ``latents`` (B, N, C, h, w) latents, ``video``
+        (B, N, 3, H, W) in [-1, 1], N = F, 4F-3 or 16F-15 for ``fps`` keyframes / medium / high, and
+        ``seconds``: wall-clock time per stage.
         ``dtype`` (e.g. torch.bfloat16 on GPUs) runs the networks under autocast.
         """
         if fps not in FPS_MODES:
@@ -148,6 +166,7 @@ class FusionFramesPipeline:
         autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
         passes = FPS_MODES[fps]
         stages = tqdm(total=2 + len(passes), desc="stages", disable=not progress)
+        timer = _StageTimer(device)
         with autocast:
             n = len(prompts)
             context, mask = self.t2i.text_encoder.encode(prompts + [""] * n)
@@ -157,17 +176,21 @@ class FusionFramesPipeline:
             keyframes = generate_keyframes(self.keyframes, self.t2i.schedule, context, mask, positions,
                                            (n, num_frames, self.codec.channels, size, size), num_inference_steps,
                                            guidance_scale, generator, progress)
+            timer.lap("keyframes")
             stages.update()
             latents = keyframes
-            for skip in passes:
+            for i, skip in enumerate(passes, 1):
                 latents = self.interpolation.interpolate(latents, skip, self.interpolation_schedule,
                                                          interpolation_steps, interpolation_guidance,
                                                          generator=generator, progress=progress)
+                timer.lap(f"interpolation pass {i} (s={skip})")
                 stages.update()
             video = self.decode(latents, decode_chunk)
+            timer.lap("decoding")
             stages.update()
         stages.close()
-        return {"keyframes": keyframes, "latents": latents, "video": video.float().clamp(-1, 1)}
+        return {"keyframes": keyframes, "latents": latents, "video": video.float().clamp(-1, 1),
+                "seconds": timer.seconds}
 
     def decode(self, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
         """Latents (B, N, C, h, w) -> frames (B, N, 3, H, W): the temporal decoder in overlapping chunks, or

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import torch
-from einops import rearrange
 from omegaconf import DictConfig
 
 from fusionframes.pipeline import FusionFramesPipeline
@@ -44,6 +43,7 @@ def run(cfg: DictConfig) -> list[Path]:
                       guidance_scale=cfg.guidance_scale, interpolation_steps=cfg.interpolation_steps,
                       interpolation_guidance=cfg.interpolation_guidance, seed=cfg.seed, decode_chunk=cfg.decode_chunk,
                       progress=cfg.progress, dtype=torch.bfloat16 if device.type == "cuda" else None)
+    print(" | ".join(f"{stage}: {sec:.2f} s" for stage, sec in result["seconds"].items()))
     keyframe_frames = pipeline.codec.decode(result["keyframes"].float()).clamp(-1, 1)
     written: list[Path] = []
     for stem, video, keyframes in zip(stems, result["video"], keyframe_frames):

@@ -11,8 +11,11 @@ from torch import nn
 
 from fusionframes.data.samplers import Clip, InterpolationSampler
 from fusionframes.diffusion import NoiseSchedule
-from fusionframes.models.interpolation_unet import (MODES, InterpolationUNet, context_guidance, deinterleave,
-                                                    interleave)
+from fusionframes.models.interpolation_unet import (
+    MODES,
+    InterpolationUNet,
+    context_guidance,
+)
 from fusionframes.models.t2i import TextToImageModel
 from fusionframes.modules.interpolation import InterpolationModule
 from fusionframes.training import train

@@ -13,8 +13,17 @@ from diffusers import UNet2DConditionModel, UNet2DModel
 from diffusers.models.unets.unet_kandinsky3 import Kandinsky3UNet
 from torch import nn
 
-from fusionframes.models.keyframe_unet import VARIANTS, KeyframeUNet, build_temporal, parameter_table
-from fusionframes.models.temporal import TemporalConv1dBlock, TemporalConv3dBlock, frame_positions
+from fusionframes.models.keyframe_unet import (
+    VARIANTS,
+    KeyframeUNet,
+    build_temporal,
+    parameter_table,
+)
+from fusionframes.models.temporal import (
+    TemporalConv1dBlock,
+    TemporalConv3dBlock,
+    frame_positions,
+)
 
 ASSETS = Path(__file__).resolve().parent.parent / "fusionframes" / "assets" / "shapes"
 B, F, L, TEXT_DIM, SIZE = 2, 3, 5, 16, 6  # 6x6 latents: odd 3x3 maps after one downsampling

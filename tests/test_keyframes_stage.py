@@ -37,8 +37,9 @@ def test_one_training_step_per_variant_saves_only_temporal_weights(experiment, t
 
 
 def test_step_changes_temporal_weights_and_not_the_frozen_backbone(tiny_config):
-    from fusionframes.modules.keyframes import KeyframesModule  # noqa: F401  (import for the type below)
     from hydra.utils import instantiate
+
+    from fusionframes.modules.keyframes import KeyframesModule  # noqa: F401  (import for the type below)
 
     cfg = tiny_config("keyframes_blocks", "trainer.max_steps=1")
     module = instantiate(cfg.model, _convert_="all")

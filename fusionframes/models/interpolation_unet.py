@@ -36,7 +36,8 @@ from einops import rearrange, repeat
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from fusionframes.diffusion import NoiseSchedule, classifier_free_guidance, sample
+from fusionframes.diffusion import NoiseSchedule, classifier_free_guidance
+from fusionframes.diffusion import sample as sampling_loop
 from fusionframes.models.keyframe_unet import BACKBONES, _count, _key
 from fusionframes.models.temporal import fold, unfold, zero_
 from fusionframes.utils.pretrained import require_dir
@@ -109,7 +110,7 @@ class TemporalMergeConv(nn.Module):
 
 def inflate_conv(conv: nn.Conv2d, in_factor: int = 1, extra_in: int = 0, out_factor: int = 1) -> nn.Conv2d:
     """A copy of ``conv`` with ``in_factor·C_in + extra_in`` inputs (pretrained kernel on the first C_in, the
-    rest zero) and ``out_factor·C_out`` outputs (weights and bias replicated, output r·C_out + o = o)."""
+    rest zero) and ``out_factor·C_out`` outputs (output r·C_out + o repeats pretrained output o, bias too)."""
     c_out, c_in = conv.out_channels, conv.in_channels
     new = nn.Conv2d(in_factor * c_in + extra_in, out_factor * c_out, conv.kernel_size, conv.stride, conv.padding,
                     bias=conv.bias is not None).to(conv.weight)
@@ -273,7 +274,7 @@ class InterpolationUNet(nn.Module):
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return context_guidance(self, x, t, keyframes, skip, guidance_scale)
 
-        x0 = sample(denoise, self.sample_shape(keyframes), schedule, num_inference_steps, generator=generator,
+        x0 = sampling_loop(denoise, self.sample_shape(keyframes), schedule, num_inference_steps, generator=generator,
                     progress=progress, desc=f"interpolation ({self.mode}, s={skip[0].item()})",
                     device=keyframes.device, dtype=keyframes.dtype)
         return self.to_video(keyframes, x0)

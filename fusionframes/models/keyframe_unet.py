@@ -260,11 +260,12 @@ class KeyframeUNet(nn.Module):
     def parameter_counts(self) -> dict[str, int]:
         return {"frozen": _count(self.unet), "temporal": _count(self.temporal)}
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``temporal.safetensors`` and ``config.json`` (variant, frame count, embedding sizes, backbone)."""
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write ``temporal.safetensors`` (in ``dtype`` if given) and ``config.json`` (variant, frame count,
+        embedding sizes, backbone); ``from_pretrained`` loads them back in fp32."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.temporal_state_dict().items()},
+        save_file({k: (v if dtype is None else v.to(dtype)).contiguous() for k, v in self.temporal_state_dict().items()},
                   directory / "temporal.safetensors")
         config = {**self.config, "backbone": type(self.unet).__name__,
                   "time_embedding_dim": self.unet.time_embedding.linear_2.out_features}
@@ -283,5 +284,12 @@ class KeyframeUNet(nn.Module):
             raise TypeError(f"{config_key}={root} holds temporal weights for a {backbone}, "
                             f"not the given {type(unet).__name__}.")
         model = cls(unet, gradient_checkpointing=gradient_checkpointing, **config)
-        model.load_temporal_state_dict(load_file(root / "temporal.safetensors"))
+        model.load_temporal_weights(root, config_key)
         return model
+
+    def load_temporal_weights(self, directory: str | Path, config_key: str = "model.init_from") -> None:
+        """Load ``temporal.safetensors`` written by ``save_pretrained`` (e.g. to continue training from it)."""
+        weights = require_dir(directory, config_key) / "temporal.safetensors"
+        if not weights.is_file():
+            raise FileNotFoundError(f"{config_key}={directory} has no temporal.safetensors.")
+        self.load_temporal_state_dict({k: v.float() for k, v in load_file(weights).items()})

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from einops import rearrange
 
-from fusionframes.diffusion import classifier_free_guidance, sample
 from fusionframes.models.keyframe_unet import KeyframeUNet
 from fusionframes.models.latents import LatentCodec
 from fusionframes.models.t2i import TextToImageModel
 from fusionframes.modules.base import OptimizerFactory, StageModule
+from fusionframes.pipeline import generate_keyframes
 from fusionframes.utils.media import image_grid, log_image, log_video
 
 
@@ -34,6 +34,7 @@ class KeyframesModule(StageModule):
         optimizer: OptimizerFactory,
         lr_scheduler: Any = None,
         unet_path: str | None = None,
+        init_from: str | None = None,
         num_frames: int = 16,
         frame_stride: int = 12,
         resolution: int = 64,
@@ -51,6 +52,8 @@ class KeyframesModule(StageModule):
         self.backbone = unet
         self.freeze("backbone", unet_path)
         self.model = KeyframeUNet(unet.unet, num_frames=num_frames, **temporal)
+        if init_from is not None:  # continue from exported temporal weights (optimiser state starts fresh)
+            self.model.load_temporal_weights(init_from, "model.init_from")
         self.codec = LatentCodec.from_pretrained(movq_path, "model.movq_path")
         self.freeze("codec", movq_path)
         if resolution % self.codec.factor:
@@ -118,19 +121,14 @@ class KeyframesModule(StageModule):
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  progress: bool = False) -> torch.Tensor:
         """Sample keyframe latents (B, F, C, h, w) for B prompts with classifier-free guidance."""
-        scale = self.guidance_scale if guidance_scale is None else guidance_scale
         n = len(prompts)
         context, mask = self.backbone.text_encoder.encode(list(prompts) + [""] * n)
-        positions = self.default_positions(2 * n)
         shape = (n, self.num_frames, self.codec.channels, self.latent_size, self.latent_size)
-
-        def denoise(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            cond, uncond = self.model(torch.cat([z_t, z_t]), torch.cat([t, t]), context, mask, positions).chunk(2)
-            return classifier_free_guidance(cond, uncond, scale)
-
-        return sample(denoise, shape, self.schedule, num_inference_steps or self.num_inference_steps,
-                      generator=generator, progress=progress, desc="keyframes", device=self.device)
+        return generate_keyframes(self.model, self.schedule, context, mask, self.default_positions(2 * n), shape,
+                                  num_inference_steps or self.num_inference_steps,
+                                  self.guidance_scale if guidance_scale is None else guidance_scale,
+                                  generator, progress)
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         """Write the temporal weights (``temporal.safetensors`` + ``config.json``); the backbone stays by path."""
-        return self.model.save_pretrained(directory)
+        return self.model.save_pretrained(directory, dtype)

@@ -1,15 +1,28 @@
-"""Video files in memory: mp4 encoding and decoding with PyAV (shards, samples and logged clips share it)."""
+"""Video files in memory: mp4 encoding and decoding with PyAV (shards, samples and logged clips share it).
+
+PyAV is imported on first use, so code paths that write no video (e.g. GPU jobs) run without it.
+"""
 
 from __future__ import annotations
 
 import io
+from functools import cache
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 
-CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-CODEC_OPTIONS = {"crf": "12"} if CODEC == "libx264" else {}
+if TYPE_CHECKING:
+    import av
+
 MPEG4_BIT_RATE = 20_000_000
+
+
+@cache
+def _codec() -> tuple[str, dict[str, str]]:
+    """(codec, options): H.264 at crf 12 where PyAV has libx264, else MPEG-4 at a high bit rate."""
+    import av
+
+    return ("libx264", {"crf": "12"}) if "libx264" in av.codecs_available else ("mpeg4", {})
 
 
 def encode_video(frames: np.ndarray, fps: int) -> bytes:
@@ -19,12 +32,15 @@ def encode_video(frames: np.ndarray, fps: int) -> bytes:
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise ValueError(f"Video height and width must be even for yuv420p, got {height}x{width}.")
+    import av
+
+    codec, options = _codec()
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream(CODEC, rate=fps)
+        stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = CODEC_OPTIONS
-        if CODEC == "mpeg4":
+        stream.options = options
+        if codec == "mpeg4":
             stream.bit_rate = MPEG4_BIT_RATE
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
@@ -34,6 +50,8 @@ def encode_video(frames: np.ndarray, fps: int) -> bytes:
 
 def decode_frames(data: bytes) -> list[av.VideoFrame]:
     """Every frame of the first video stream; ValueError on corrupt, truncated, empty or resizing video."""
+    import av
+
     with av.open(io.BytesIO(data)) as container:
         if not container.streams.video:
             raise ValueError("Container has no video stream.")

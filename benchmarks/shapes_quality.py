@@ -1,0 +1,114 @@
+"""Quality of the shipped (or given) pipeline against shapes-world ground truth.
+
+Samples one video for every (colour, shape, motion) prompt of the world (backgrounds cycle, speed
+"quickly"), measures colour accuracy, direction accuracy and trajectory smoothness from the frames
+(fusionframes.metrics.shapes), and scores the interpolator alone: 16 true keyframes of rendered videos
+-> one s=3 pass -> PSNR of the in-between frames against the true ones. Prints a markdown table.
+
+    uv run python benchmarks/shapes_quality.py --device cuda --out shapes_quality.md
+    uv run python benchmarks/shapes_quality.py --limit 4 --steps 5     # quick CPU check
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio
+
+from fusionframes.data.samplers import frames_to_tensor
+from fusionframes.data.shapes import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, ShapesWorld
+from fusionframes.metrics.shapes import (
+    classify_colour,
+    classify_motion,
+    detected_fraction,
+    measure,
+    smoothness,
+)
+from fusionframes.pipeline import FusionFramesPipeline
+from fusionframes.utils.media import to_uint8
+from fusionframes.utils.resolvers import ASSETS_DIR
+
+
+def prompts(limit: int | None) -> list[tuple[str, str, str]]:
+    """(colour, shape, motion) for every combination, optionally the first ``limit``."""
+    combos = list(itertools.product(COLOURS, SHAPES, MOTIONS))
+    return combos[:limit] if limit else combos
+
+
+def caption(colour: str, shape: str, motion: str, index: int) -> str:
+    background = [b for b in BACKGROUNDS][index % len(BACKGROUNDS)]
+    verb = motion if motion in ("growing", "shrinking") else f"moving {motion}"
+    return f"a {colour} {shape} {verb} quickly on a {background} background"
+
+
+def generation_scores(pipeline: FusionFramesPipeline, args: argparse.Namespace) -> dict[str, float]:
+    combos = prompts(args.limit)
+    rows = []
+    start = time.perf_counter()
+    for i in range(0, len(combos), args.batch):
+        chunk = combos[i: i + args.batch]
+        texts = [caption(*c, i + j) for j, c in enumerate(chunk)]
+        videos = pipeline(texts, fps=args.fps, num_inference_steps=args.steps, seed=args.seed + i,
+                          progress=False, dtype=args.dtype)["video"]
+        for (colour, _, motion), video in zip(chunk, videos):
+            track = measure(to_uint8(video))
+            rows.append((classify_colour(np.nanmean(track.colour, axis=0)) == colour,
+                         classify_motion(track) == motion, smoothness(track), detected_fraction(track)))
+    colour_ok, motion_ok, smooth, detected = (np.array(c, dtype=np.float64) for c in zip(*rows))
+    return {"prompts": len(rows), "colour accuracy": colour_ok.mean(), "direction accuracy": motion_ok.mean(),
+            "smoothness (lower is smoother)": np.nanmean(smooth), "shape detected in frames": detected.mean(),
+            "seconds per video": (time.perf_counter() - start) / len(rows)}
+
+
+def interpolation_psnr(pipeline: FusionFramesPipeline, count: int, steps: int) -> float:
+    """Mean PSNR (dB, frames in [0, 1]) of s=3 in-betweens from 16 true keyframes against the true frames."""
+    world = ShapesWorld(resolution=pipeline.resolution, num_frames=400, seed=99)
+    scores = []
+    for index in range(count):
+        frames = frames_to_tensor(world.render(world.scene(index), range(0, 181, 3))).to(pipeline.device)
+        keyframes = pipeline.codec.encode(frames[::4][None])
+        latents = pipeline.interpolation.interpolate(keyframes, 3, pipeline.interpolation_schedule, steps,
+                                                     generator=torch.Generator(pipeline.device).manual_seed(index))
+        video = pipeline.decode(latents)[0].float().clamp(-1, 1)
+        between = torch.ones(len(frames), dtype=torch.bool)
+        between[::4] = False
+        scores.append(peak_signal_noise_ratio((video[between] + 1) / 2, (frames[between] + 1) / 2, data_range=1.0))
+    return float(torch.stack(scores).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pipeline-dir", default=str(ASSETS_DIR / "shapes"))
+    parser.add_argument("--keyframes-dir", default=None, help="replace the pipeline's keyframe stage")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--fps", default="medium", choices=["keyframes", "medium", "high"])
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=24)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    parser.add_argument("--interpolation-videos", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    args.dtype = torch.bfloat16 if args.device.startswith("cuda") else None
+    pipeline = FusionFramesPipeline.from_pretrained(args.pipeline_dir, keyframes_dir=args.keyframes_dir).to(args.device)
+    with torch.no_grad():
+        scores = generation_scores(pipeline, args)
+        scores["interpolation PSNR (dB), s=3, true keyframes"] = interpolation_psnr(
+            pipeline, args.interpolation_videos, 10)
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    lines = [f"Pipeline {args.pipeline_dir}, fps={args.fps}, {args.steps} keyframe steps, {device}.", "",
+             "| score | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scores.items()]
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
