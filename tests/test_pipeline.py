@@ -1,0 +1,76 @@
+"""Text -> video with the shipped shapes-world pipeline: frame counts, determinism, round trip, CLI, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fusionframes.pipeline import FusionFramesPipeline
+from fusionframes.utils.video_io import decode_video
+from tests.conftest import ASSETS, ROOT
+
+PROMPT = "a red circle moving right quickly on a black background"
+FAST = dict(num_inference_steps=2, interpolation_steps=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> FusionFramesPipeline:
+    return FusionFramesPipeline.from_pretrained(ASSETS)
+
+
+@pytest.mark.parametrize(("fps", "frames", "rate"), [("keyframes", 16, 2), ("medium", 61, 8), ("high", 241, 24)])
+def test_each_fps_mode_gives_its_frame_count(pipeline, fps, frames, rate):
+    result = pipeline(PROMPT, fps=fps, **FAST)
+    assert result["keyframes"].shape == (1, 16, 4, 16, 16)
+    assert result["video"].shape == (1, frames, 3, 64, 64)
+    assert pipeline.fps(fps) == rate
+    assert list(result["seconds"])[0] == "keyframes" and list(result["seconds"])[-1] == "decoding"
+    if fps != "keyframes":  # interpolation keeps the keyframes exactly, every 4th (then 16th) latent
+        assert torch.equal(result["latents"][:, :: 4 if fps == "medium" else 16], result["keyframes"])
+
+
+def test_same_seed_same_video_and_save_load_round_trip(pipeline, tmp_path):
+    first = pipeline(PROMPT, fps="medium", seed=7, **FAST)["video"]
+    assert torch.equal(first, pipeline(PROMPT, fps="medium", seed=7, **FAST)["video"])
+    assert not torch.equal(first, pipeline(PROMPT, fps="medium", seed=8, **FAST)["video"])
+    pipeline.save_pretrained(tmp_path / "copy")
+    reloaded = FusionFramesPipeline.from_pretrained(tmp_path / "copy")
+    assert torch.equal(first, reloaded(PROMPT, fps="medium", seed=7, **FAST)["video"])
+
+
+@pytest.mark.parametrize(("prompt", "message"), [
+    ("", "prompt is empty"),
+    ("a red unicorn moving right quickly on a black background", "unicorn"),
+])
+def test_bad_prompts_are_clear_errors(pipeline, prompt, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline(prompt, fps="keyframes", **FAST)
+
+
+def test_bad_fps_mode_is_a_clear_error(pipeline):
+    with pytest.raises(ValueError, match="fps='fast' is not a mode"):
+        pipeline(PROMPT, fps="fast", **FAST)
+
+
+def _sample(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "sample.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_sample_cli_writes_mp4_gif_and_strip_and_refuses_to_overwrite(tmp_path):
+    args = [f"prompt={PROMPT}", "fps=keyframes", "steps=2", f"output_dir={tmp_path / 'out'}", "progress=false"]
+    done = _sample(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    paths = [Path(line) for line in done.stdout.splitlines() if line.startswith("/")]
+    assert sorted(p.suffix for p in paths) == [".gif", ".mp4", ".png"] and all(p.exists() for p in paths)
+    mp4 = next(p for p in paths if p.suffix == ".mp4")
+    assert decode_video(mp4.read_bytes()).shape == (16, 64, 64, 3)
+
+    again = _sample(*args, cwd=tmp_path)
+    assert again.returncode != 0 and "already exists; pass overwrite=true" in again.stderr
+    missing = _sample(f"prompt={PROMPT}", f"keyframes_dir={tmp_path / 'nope'}", cwd=tmp_path)
+    assert missing.returncode != 0 and "keyframes_dir=" in missing.stderr and "Traceback" not in missing.stderr
