@@ -48,7 +48,8 @@ class ResumableDataLoader(DataLoader):
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, **kwargs: Any) -> None:
-        self._resumable_sampler = None if isinstance(dataset, IterableDataset) else ResumableSampler(len(dataset), shuffle, seed)
+        iterable = isinstance(dataset, IterableDataset)
+        self._resumable_sampler = None if iterable else ResumableSampler(len(dataset), shuffle, seed)
         super().__init__(dataset, batch_size=batch_size, sampler=self._resumable_sampler, **kwargs)
         self.batches_seen = 0
         self._skip = 0

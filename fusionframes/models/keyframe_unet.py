@@ -265,8 +265,8 @@ class KeyframeUNet(nn.Module):
         embedding sizes, backbone); ``from_pretrained`` loads them back in fp32."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: (v if dtype is None else v.to(dtype)).contiguous() for k, v in self.temporal_state_dict().items()},
-                  directory / "temporal.safetensors")
+        state = {k: (v if dtype is None else v.to(dtype)).contiguous() for k, v in self.temporal_state_dict().items()}
+        save_file(state, directory / "temporal.safetensors")
         config = {**self.config, "backbone": type(self.unet).__name__,
                   "time_embedding_dim": self.unet.time_embedding.linear_2.out_features}
         (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fusionframes.models.latents import LatentCodec
 from fusionframes.utils.pretrained import weights_digest
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -40,6 +41,17 @@ class StageModule(L.LightningModule):
         module.requires_grad_(False)
         module.eval()
         self._frozen[name] = None if path is None else str(path)
+
+    def attach_codec(self, movq_path: str, resolution: int | None = None) -> None:
+        """Load the frozen MoVQ as ``self.codec`` (config key ``model.movq_path``); for a frame ``resolution``,
+        check it divides by the MoVQ's downsampling factor and set ``self.latent_size``."""
+        self.codec = LatentCodec.from_pretrained(movq_path, "model.movq_path")
+        self.freeze("codec", movq_path)
+        if resolution is not None:
+            if resolution % self.codec.factor:
+                raise ValueError(
+                    f"data.resolution={resolution} must be divisible by the MoVQ factor {self.codec.factor}.")
+            self.latent_size = resolution // self.codec.factor
 
     def train(self, mode: bool = True) -> StageModule:
         super().train(mode)

@@ -12,7 +12,6 @@ from torch.func import functional_call
 
 from fusionframes.metrics.reconstruction import VideoReconstructionMetrics, load_lpips
 from fusionframes.models.discriminator import PatchDiscriminator3D
-from fusionframes.models.latents import LatentCodec
 from fusionframes.models.temporal_decoder import TemporalMoVQDecoder
 from fusionframes.modules.base import OptimizerFactory, StageModule
 from fusionframes.utils.media import image_grid, log_image
@@ -53,8 +52,7 @@ class VideoDecoderModule(StageModule):
         if discriminator_weight < 0:
             raise ValueError(f"model.discriminator_weight must be >= 0 (0 turns the discriminator off), "
                              f"got {discriminator_weight}.")
-        self.codec = LatentCodec.from_pretrained(movq_path, "model.movq_path")
-        self.freeze("codec", movq_path)
+        self.attach_codec(movq_path)
         self.video_decoder = TemporalMoVQDecoder(self.codec.movq, finetune=finetune, base_path=movq_path,
                                                  **(decoder or {}))
         self._frozen_decoder_keys = {f"video_decoder.{n}" for n, p in self.video_decoder.named_parameters()

@@ -17,10 +17,10 @@ from fusionframes.models.interpolation_unet import (
     deinterleave,
     interleave,
 )
-from fusionframes.models.latents import LatentCodec
 from fusionframes.models.t2i import TextToImageModel
 from fusionframes.modules.base import OptimizerFactory, StageModule
 from fusionframes.utils.media import image_grid, log_image, log_video
+from fusionframes.utils.validation import check_guidance, check_probability
 
 
 class InterpolationModule(StageModule):
@@ -59,13 +59,11 @@ class InterpolationModule(StageModule):
         fps: int = 8,
     ) -> None:
         super().__init__(optimizer, lr_scheduler)
-        if not 0.0 <= uncond_prob <= 1.0:
-            raise ValueError(f"model.uncond_prob must be in [0, 1], got {uncond_prob}.")
+        check_probability("model.uncond_prob", uncond_prob)
         if not 0 <= max_perturbation < unet.schedule.num_train_timesteps:
             raise ValueError(f"model.max_perturbation must be in 0..{unet.schedule.num_train_timesteps - 1}, "
                              f"got {max_perturbation}.")
-        if guidance_scale < 0:
-            raise ValueError(f"model.guidance_scale must be >= 0 (0 means no guidance), got {guidance_scale}.")
+        check_guidance("model.guidance_scale", guidance_scale)
         if num_keyframes < 2:
             raise ValueError(f"model.num_keyframes must be at least 2, got {num_keyframes}.")
         with torch.no_grad():
@@ -76,10 +74,7 @@ class InterpolationModule(StageModule):
             {**unet.schedule.scheduler_config, "prediction_type": "v_prediction"})
         # NoiseSchedule derives the spacing from zero_terminal_snr; sampling here uses its own (1.1: trailing).
         self.schedule.scheduler_config["timestep_spacing"] = timestep_spacing
-        self.codec = LatentCodec.from_pretrained(movq_path, "model.movq_path")
-        self.freeze("codec", movq_path)
-        if resolution % self.codec.factor:
-            raise ValueError(f"data.resolution={resolution} must be divisible by the MoVQ factor {self.codec.factor}.")
+        self.attach_codec(movq_path, resolution)
         self.num_keyframes = num_keyframes
         self.uncond_prob = uncond_prob
         self.max_perturbation = max_perturbation

@@ -9,11 +9,11 @@ import torch
 from einops import rearrange
 
 from fusionframes.models.keyframe_unet import KeyframeUNet
-from fusionframes.models.latents import LatentCodec
 from fusionframes.models.t2i import TextToImageModel
 from fusionframes.modules.base import OptimizerFactory, StageModule
 from fusionframes.pipeline import generate_keyframes
 from fusionframes.utils.media import image_grid, log_image, log_video
+from fusionframes.utils.validation import check_guidance, check_probability
 
 
 class KeyframesModule(StageModule):
@@ -45,20 +45,14 @@ class KeyframesModule(StageModule):
         fps: int = 2,
     ) -> None:
         super().__init__(optimizer, lr_scheduler)
-        if not 0.0 <= caption_dropout <= 1.0:
-            raise ValueError(f"model.caption_dropout must be in [0, 1], got {caption_dropout}.")
-        if guidance_scale < 0:
-            raise ValueError(f"model.guidance_scale must be >= 0, got {guidance_scale}.")
+        check_probability("model.caption_dropout", caption_dropout)
+        check_guidance("model.guidance_scale", guidance_scale)
         self.backbone = unet
         self.freeze("backbone", unet_path)
         self.model = KeyframeUNet(unet.unet, num_frames=num_frames, **temporal)
         if init_from is not None:  # continue from exported temporal weights (optimiser state starts fresh)
             self.model.load_temporal_weights(init_from, "model.init_from")
-        self.codec = LatentCodec.from_pretrained(movq_path, "model.movq_path")
-        self.freeze("codec", movq_path)
-        if resolution % self.codec.factor:
-            raise ValueError(f"data.resolution={resolution} must be divisible by the MoVQ factor {self.codec.factor}.")
-        self.latent_size = resolution // self.codec.factor
+        self.attach_codec(movq_path, resolution)
         self.num_frames = num_frames
         self.frame_stride = frame_stride
         self.caption_dropout = caption_dropout

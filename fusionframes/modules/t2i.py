@@ -9,11 +9,11 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from fusionframes.diffusion import NoiseSchedule
-from fusionframes.models.latents import LatentCodec
 from fusionframes.models.t2i import TextToImageModel
 from fusionframes.models.text_encoders import ShapesTextEncoder
 from fusionframes.modules.base import OptimizerFactory, StageModule
 from fusionframes.utils.media import image_grid, log_image
+from fusionframes.utils.validation import check_guidance, check_probability
 
 
 class TextToImageModule(StageModule):
@@ -39,16 +39,10 @@ class TextToImageModule(StageModule):
         num_val_images: int = 8,
     ) -> None:
         super().__init__(optimizer, lr_scheduler)
-        if not 0.0 <= caption_dropout <= 1.0:
-            raise ValueError(f"model.caption_dropout must be in [0, 1], got {caption_dropout}.")
-        if guidance_scale < 0:
-            raise ValueError(f"model.guidance_scale must be >= 0, got {guidance_scale}.")
+        check_probability("model.caption_dropout", caption_dropout)
+        check_guidance("model.guidance_scale", guidance_scale)
         self.model = TextToImageModel(unet, text_encoder, schedule)
-        self.codec = LatentCodec.from_pretrained(movq_path, "model.movq_path")
-        self.freeze("codec", movq_path)
-        if resolution % self.codec.factor:
-            raise ValueError(f"data.resolution={resolution} must be divisible by the MoVQ factor {self.codec.factor}.")
-        self.latent_size = resolution // self.codec.factor
+        self.attach_codec(movq_path, resolution)
         self.caption_dropout = caption_dropout
         self.guidance_scale = guidance_scale
         self.num_inference_steps = num_inference_steps
