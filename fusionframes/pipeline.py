@@ -27,6 +27,7 @@ from fusionframes.models.interpolation_unet import InterpolationUNet
 from fusionframes.models.keyframe_unet import KeyframeUNet
 from fusionframes.models.latents import LatentCodec
 from fusionframes.models.t2i import TextToImageModel
+from fusionframes.models.temporal import frame_positions
 from fusionframes.models.temporal_decoder import TemporalMoVQDecoder
 from fusionframes.utils.pretrained import require_dir
 
@@ -172,7 +173,7 @@ class FusionFramesPipeline:
             context, mask = self.t2i.text_encoder.encode(prompts + [""] * n)
             num_frames = self.keyframes.num_frames
             size = self.resolution // self.codec.factor
-            positions = (torch.arange(num_frames, device=device) * self.frame_stride).expand(2 * n, -1)
+            positions = frame_positions(2 * n, num_frames, self.frame_stride, device)
             keyframes = generate_keyframes(self.keyframes, self.t2i.schedule, context, mask, positions,
                                            (n, num_frames, self.codec.channels, size, size), num_inference_steps,
                                            guidance_scale, generator, progress)

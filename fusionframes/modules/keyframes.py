@@ -10,6 +10,7 @@ from einops import rearrange
 
 from fusionframes.models.keyframe_unet import KeyframeUNet
 from fusionframes.models.t2i import TextToImageModel
+from fusionframes.models.temporal import frame_positions
 from fusionframes.modules.base import OptimizerFactory, StageModule
 from fusionframes.pipeline import generate_keyframes
 from fusionframes.utils.media import image_grid, log_image, log_video
@@ -106,10 +107,6 @@ class KeyframesModule(StageModule):
                       caption=" | ".join(captions))
             log_video(self.trainer, "val/clip", videos[0], fps=self.fps, caption=captions[0])
 
-    def default_positions(self, batch_size: int) -> torch.Tensor:
-        """(B, F) positions 0, stride, 2·stride, ... on the source timeline (2 fps keyframes of 24 fps video)."""
-        return (torch.arange(self.num_frames, device=self.device) * self.frame_stride).expand(batch_size, -1)
-
     @torch.no_grad()
     def generate(self, prompts: list[str], generator: torch.Generator | None = None,
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
@@ -118,7 +115,7 @@ class KeyframesModule(StageModule):
         n = len(prompts)
         context, mask = self.backbone.text_encoder.encode(list(prompts) + [""] * n)
         shape = (n, self.num_frames, self.codec.channels, self.latent_size, self.latent_size)
-        return generate_keyframes(self.model, self.schedule, context, mask, self.default_positions(2 * n), shape,
+        return generate_keyframes(self.model, self.schedule, context, mask, frame_positions(2 * n, self.num_frames, self.frame_stride, self.device), shape,
                                   num_inference_steps or self.num_inference_steps,
                                   self.guidance_scale if guidance_scale is None else guidance_scale,
                                   generator, progress)
