@@ -148,7 +148,7 @@ class FusionFramesPipeline:
     @torch.no_grad()
     def __call__(self, prompts: str | list[str], fps: str = "high", num_inference_steps: int = 50,
                  guidance_scale: float = 5.0, interpolation_steps: int = 10, interpolation_guidance: float = 0.25,
-                 seed: int | None = 0, decode_chunk: int = 8, progress: bool = True,
+                 seed: int | None = 0, decode_chunk: int = 16, progress: bool = True,
                  dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """Generate one video per prompt.
 
@@ -193,7 +193,7 @@ class FusionFramesPipeline:
         return {"keyframes": keyframes, "latents": latents, "video": video.float().clamp(-1, 1),
                 "seconds": timer.seconds}
 
-    def decode(self, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
         """Latents (B, N, C, h, w) -> frames (B, N, 3, H, W): the temporal decoder in overlapping chunks, or
         the image MoVQ frame by frame when the pipeline has no temporal decoder."""
         if self.decoder is None:
