@@ -168,3 +168,24 @@ def test_gradient_checkpointing_same_gradients(backbone: str) -> None:
         model(**batch()).square().mean().backward()
         grads.append([p.grad.clone() for p in model.temporal_parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_text_conditioning_starts_as_identity_and_makes_temporal_modules_see_the_prompt(backbone: str) -> None:
+    unet = BACKBONES[backbone]()
+    model = KeyframeUNet(unet, "conv1d_attn1d_blocks", text_conditioning=True)
+    inputs = batch()
+    with torch.no_grad():
+        assert torch.allclose(model(**inputs), frame_by_frame(unet, inputs), atol=1e-5)
+    model(**inputs).square().mean().backward()
+    # Zero-initialised norm MLPs pass no gradient to the projection until they have moved.
+    assert model.temporal["text_projection"].weight.grad.abs().sum() == 0
+    perturb(model)
+    other = {**inputs, "encoder_hidden_states": inputs["encoder_hidden_states"] + 1.0}
+    with torch.no_grad():
+        # Same text through the frozen spatial layers: only the temporal modules' conditioning differs.
+        plain = KeyframeUNet(BACKBONES[backbone](), "conv1d_attn1d_blocks")
+        plain.load_temporal_state_dict({k: v for k, v in model.temporal_state_dict().items()
+                                        if not k.startswith("text_projection")})
+        assert not torch.allclose(model(**inputs), plain(**inputs), atol=1e-5)
+        assert not torch.allclose(model(**inputs), model(**other), atol=1e-5)

@@ -117,8 +117,10 @@ def _count(module: nn.Module) -> int:
 
 
 def build_temporal(unet: nn.Module, variant: str, position_dim: int = 256, max_position: int = 1024,
-                   head_dim: int = 64, conv3d_reduction: float | None = None) -> nn.ModuleDict:
-    """The trainable part of a ``variant`` inflation of ``unet``: ``frame_embedding`` and ``blocks`` (by site key)."""
+                   head_dim: int = 64, conv3d_reduction: float | None = None,
+                   text_conditioning: bool = False) -> nn.ModuleDict:
+    """The trainable part of a ``variant`` inflation of ``unet``: ``frame_embedding``, ``blocks`` (by site key)
+    and, with ``text_conditioning``, ``text_projection`` (pooled text -> time-embedding size, zero-initialised)."""
     sites, groups_key = _backbone(unet)
     _check_variant(variant)
     placement, conv_cls, attn_cls = VARIANTS[variant]
@@ -132,8 +134,13 @@ def build_temporal(unet: nn.Module, variant: str, position_dim: int = 256, max_p
     attn_options = dict(emb_dim=emb_dim, groups=groups, head_dim=head_dim)
     make = {"conv": partial(conv_cls, **options[conv_cls]), "attn": partial(attn_cls, **attn_options)}
     blocks = nn.ModuleDict({_key(path): make[kind](channels) for path, _, channels, kind in sites(unet, placement)})
-    return nn.ModuleDict({"frame_embedding": FramePositionEmbedding(emb_dim, position_dim, max_position),
-                          "blocks": blocks})
+    modules = {"frame_embedding": FramePositionEmbedding(emb_dim, position_dim, max_position), "blocks": blocks}
+    if text_conditioning:
+        text_dim = getattr(unet.config, "encoder_hid_dim", None) or unet.config.cross_attention_dim
+        modules["text_projection"] = nn.Linear(text_dim, emb_dim)
+        nn.init.zeros_(modules["text_projection"].weight)
+        nn.init.zeros_(modules["text_projection"].bias)
+    return nn.ModuleDict(modules)
 
 
 def parameter_table(unet: nn.Module, variants: tuple[str, ...] = tuple(VARIANTS), **options: object) -> str:
@@ -169,7 +176,9 @@ class KeyframeUNet(nn.Module):
 
     The UNet is frozen here (``requires_grad_(False)``); only ``temporal`` (frame-position embedding and
     temporal modules) trains. The temporal modules are conditioned on the UNet's own time embedding
-    (captured from ``unet.time_embedding``) plus the frame-position embedding projected to its size D_t.
+    (captured from ``unet.time_embedding``) plus the frame-position embedding projected to its size D_t and,
+    with ``text_conditioning``, a zero-initialised projection of the mask-averaged text states (the temporal
+    modules then see the prompt directly, not only through the frozen spatial features).
     Mixed precision: keep the temporal parameters in fp32 and run under ``torch.autocast`` when the frozen
     UNet is in bf16/fp16. diffusers' gradient checkpointing of the UNet itself is not supported (its
     recomputation runs after ``forward`` has cleared the context); use ``gradient_checkpointing`` here.
@@ -177,7 +186,8 @@ class KeyframeUNet(nn.Module):
 
     def __init__(self, unet: nn.Module, variant: str = "conv1d_attn1d_blocks", num_frames: int | None = None,
                  position_dim: int = 256, max_position: int = 1024, head_dim: int = 64,
-                 conv3d_reduction: float | None = None, gradient_checkpointing: bool = False) -> None:
+                 conv3d_reduction: float | None = None, gradient_checkpointing: bool = False,
+                 text_conditioning: bool = False) -> None:
         super().__init__()
         sites, _ = _backbone(unet)
         _check_variant(variant)
@@ -185,8 +195,10 @@ class KeyframeUNet(nn.Module):
         self.unet = unet
         self.gradient_checkpointing = gradient_checkpointing
         self.config = dict(variant=variant, num_frames=num_frames, position_dim=position_dim,
-                           max_position=max_position, head_dim=head_dim, conv3d_reduction=conv3d_reduction)
-        self.temporal = build_temporal(unet, variant, position_dim, max_position, head_dim, conv3d_reduction)
+                           max_position=max_position, head_dim=head_dim, conv3d_reduction=conv3d_reduction,
+                           text_conditioning=text_conditioning)
+        self.temporal = build_temporal(unet, variant, position_dim, max_position, head_dim, conv3d_reduction,
+                                       text_conditioning)
         self._context = TemporalContext()
         unet.time_embedding.register_forward_hook(self._capture_time_embedding)
         for path, module, _, _ in sites(unet, VARIANTS[variant][0]):
@@ -236,7 +248,12 @@ class KeyframeUNet(nn.Module):
         if encoder_attention_mask is None:  # Kandinsky3UNet's attention pooling needs a mask
             encoder_attention_mask = torch.ones(encoder_hidden_states.shape[:2], dtype=torch.bool,
                                                 device=encoder_hidden_states.device)
-        self._context = TemporalContext(num_frames=f, frame_emb=self.temporal["frame_embedding"](positions))
+        frame_emb = self.temporal["frame_embedding"](positions)
+        if "text_projection" in self.temporal:  # pooled text conditions the temporal modules too
+            weights = encoder_attention_mask.to(encoder_hidden_states.dtype)[..., None]
+            pooled = (encoder_hidden_states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+            frame_emb = frame_emb + repeat(self.temporal["text_projection"](pooled), "b d -> (b f) d", f=f)
+        self._context = TemporalContext(num_frames=f, frame_emb=frame_emb)
         try:
             out = self.unet(rearrange(sample, "b f c h w -> (b f) c h w"), timesteps,
                             encoder_hidden_states=repeat(encoder_hidden_states, "b l d -> (b f) l d", f=f),
