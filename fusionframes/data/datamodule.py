@@ -10,11 +10,20 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 
-class ResumableSampler(Sampler[int]):
-    """Index order of one epoch (a permutation seeded by (seed, epoch), or 0..n-1), starting at ``start``.
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
-    Lightning calls ``set_epoch`` each epoch; ``start`` skips samples already consumed before a resume
-    and is reset after one pass.
+
+class ResumableSampler(Sampler[int]):
+    """Index order of one epoch (a permutation seeded by (seed, epoch), or 0..n-1) from global position
+    ``start``, split across distributed ranks (rank r takes positions r, r+W, ...; the tail that does not
+    fill every rank is dropped).
+
+    Lightning calls ``set_epoch`` each epoch; ``start`` skips samples consumed before a resume (by any
+    number of ranks) and is reset after one pass. Sharding here, rather than by Lightning's
+    DistributedSampler, keeps the resume position exact (``trainer.use_distributed_sampler`` is off).
     """
 
     def __init__(self, length: int, shuffle: bool, seed: int = 0) -> None:
@@ -33,45 +42,51 @@ class ResumableSampler(Sampler[int]):
         else:
             order = torch.arange(self.length)
         start, self.start = self.start, 0
-        return iter(order[start:].tolist())
+        rank, world = _rank_and_world()
+        order = order[start:]
+        order = order[: len(order) - len(order) % world]
+        return iter(order[rank::world].tolist())
 
     def __len__(self) -> int:
-        return self.length - self.start
+        return (self.length - self.start) // _rank_and_world()[1]
 
 
 class ResumableDataLoader(DataLoader):
     """DataLoader whose position within the epoch is saved in Lightning checkpoints and restored on resume.
 
     Lightning stores ``state_dict()`` of stateful loaders in the checkpoint and calls ``load_state_dict``
-    before iterating again. Map-style datasets skip the consumed indices without loading them; iterable
-    datasets (webdataset) are advanced by drawing and dropping the consumed batches.
+    before iterating again. Map-style datasets skip the consumed indices without loading them (also when
+    the number of ranks changed); iterable datasets (webdataset) are advanced by drawing and dropping the
+    consumed batches.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, **kwargs: Any) -> None:
         iterable = isinstance(dataset, IterableDataset)
         self._resumable_sampler = None if iterable else ResumableSampler(len(dataset), shuffle, seed)
         super().__init__(dataset, batch_size=batch_size, sampler=self._resumable_sampler, **kwargs)
-        self.batches_seen = 0
-        self._skip = 0
+        self.batches_seen = 0  # by this rank since the current pass started
+        self._pass_start = 0  # samples (all ranks) consumed in this epoch before the current pass
+        self._resume_from = 0
 
     def __iter__(self) -> Iterator[Any]:
-        skip, self._skip = self._skip, 0
-        self.batches_seen = skip
+        self._pass_start, self._resume_from = self._resume_from, 0
+        self.batches_seen = 0
         iterator = super().__iter__()
         if self._resumable_sampler is None:
-            for _ in range(skip):
+            for _ in range(self._pass_start // (self.batch_size * _rank_and_world()[1])):
                 next(iterator)
         for batch in iterator:
             self.batches_seen += 1
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"batches_seen": self.batches_seen}
+        """Samples consumed in this epoch by all ranks together."""
+        return {"samples_seen": self._pass_start + self.batches_seen * self.batch_size * _rank_and_world()[1]}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self._skip = int(state["batches_seen"])
+        self._resume_from = int(state["samples_seen"])
         if self._resumable_sampler is not None:
-            self._resumable_sampler.start = self._skip * self.batch_size
+            self._resumable_sampler.start = self._resume_from
 
 
 class VideoDataModule(L.LightningDataModule):

@@ -37,12 +37,18 @@ def save_image(array: np.ndarray, path: str | Path) -> Path:
     return path
 
 
+def _media_dir(trainer) -> Path:
+    """``<log dir of the first logger, or the run dir>/media``, without ``trainer.log_dir``'s collective
+    broadcast (media are written on rank zero only, so a collective there would deadlock under DDP)."""
+    logger = trainer.loggers[0] if trainer.loggers else None
+    return Path(getattr(logger, "log_dir", None) or trainer.default_root_dir) / "media"
+
+
 def log_image(trainer, key: str, array: np.ndarray, caption: str | None = None) -> Path | None:
     """Save a uint8 (H, W, C) image under ``<log_dir>/media/`` and send it to image-capable loggers."""
     if trainer is None or not trainer.is_global_zero:
         return None
-    root = Path(trainer.log_dir or trainer.default_root_dir)
-    path = save_image(array, root / "media" / f"{key.replace('/', '_')}_step{trainer.global_step:07d}.png")
+    path = save_image(array, _media_dir(trainer) / f"{key.replace('/', '_')}_step{trainer.global_step:07d}.png")
     for logger in trainer.loggers:
         if hasattr(logger, "log_image"):  # WandbLogger
             logger.log_image(key=key, images=[array], step=trainer.global_step, caption=[caption or key])
@@ -66,8 +72,8 @@ def log_video(trainer, key: str, video: torch.Tensor, fps: int, caption: str | N
     """Save a (F, 3, H, W) clip in [-1, 1] as mp4 + gif under ``<log_dir>/media/``; send it to wandb if used."""
     if trainer is None or not trainer.is_global_zero:
         return []
-    root = Path(trainer.log_dir or trainer.default_root_dir)
-    paths = save_video(to_uint8(video), root / "media" / f"{key.replace('/', '_')}_step{trainer.global_step:07d}", fps)
+    paths = save_video(to_uint8(video), _media_dir(trainer) / f"{key.replace('/', '_')}_step{trainer.global_step:07d}",
+                       fps)
     for logger in trainer.loggers:
         if hasattr(logger, "log_video"):  # WandbLogger
             logger.log_video(key=key, videos=[str(paths[0])], step=trainer.global_step, caption=[caption or key])
