@@ -115,7 +115,8 @@ class KeyframesModule(StageModule):
         n = len(prompts)
         context, mask = self.backbone.text_encoder.encode(list(prompts) + [""] * n)
         shape = (n, self.num_frames, self.codec.channels, self.latent_size, self.latent_size)
-        return generate_keyframes(self.model, self.schedule, context, mask, frame_positions(2 * n, self.num_frames, self.frame_stride, self.device), shape,
+        positions = frame_positions(2 * n, self.num_frames, self.frame_stride, self.device)
+        return generate_keyframes(self.model, self.schedule, context, mask, positions, shape,
                                   num_inference_steps or self.num_inference_steps,
                                   self.guidance_scale if guidance_scale is None else guidance_scale,
                                   generator, progress)
