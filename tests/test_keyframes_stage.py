@@ -69,3 +69,13 @@ def test_missing_backbone_path_names_the_config_key(tiny_config, tmp_path):
     cfg = tiny_config("keyframes_blocks", f"model.unet.path={tmp_path / 'nowhere'}")
     with pytest.raises((FileNotFoundError, InstantiationException), match="model.unet.path"):
         train(cfg)
+
+
+def test_kandinsky3_backbone_from_a_local_pipeline_directory_trains(tiny_config, tmp_path, tiny_kandinsky3_dir):
+    """`model/unet=kandinsky3 model.unet.path=<dir>`: Kandinsky3UNet + T5 from a diffusers pipeline layout."""
+    train(tiny_config("keyframes_blocks", "model/unet=kandinsky3", f"model.unet.path={tiny_kandinsky3_dir}",
+                      "model.temporal.head_dim=8", "trainer.max_steps=1"))
+    ckpt = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["frozen_base"]["backbone"]["path"] == str(tiny_kandinsky3_dir)
+    assert all(k.startswith("model.temporal.") for k in ckpt["state_dict"])
+    assert ckpt["config"]["model"]["unet"]["_target_"].endswith("from_kandinsky3")

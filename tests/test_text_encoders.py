@@ -4,8 +4,6 @@ import socket
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
 from fusionframes.data.shapes import ShapesWorld
 from fusionframes.models.text_encoders import (
@@ -14,6 +12,7 @@ from fusionframes.models.text_encoders import (
     WordTokenizer,
     shapes_vocabulary,
 )
+from tests.conftest import tiny_t5
 
 CAPTIONS = ["a red circle moving left quickly on a blue background", "A green square growing slowly!", ""]
 
@@ -82,28 +81,19 @@ def test_t5_missing_path_names_config_key(tmp_path):
 
 
 @pytest.fixture
-def tiny_t5(tmp_path):
-    words = ["a", "red", "circle", "moving", "left"]
-    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *words])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    )
-    config = T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8, vocab_size=len(vocab))
-    torch.manual_seed(0)
-    T5EncoderModel(config).save_pretrained(tmp_path / "t5")
+def t5_dir(tmp_path):
+    encoder, tokenizer = tiny_t5(["a", "red", "circle", "moving", "left"])
+    encoder.save_pretrained(tmp_path / "t5")
     tokenizer.save_pretrained(tmp_path / "t5")
     return tmp_path / "t5"
 
 
-def test_t5_loads_and_encodes_offline(tiny_t5, monkeypatch):
+def test_t5_loads_and_encodes_offline(t5_dir, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("T5TextEncoder tried to open a network connection")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    encoder = T5TextEncoder(str(tiny_t5), max_length=8)
+    encoder = T5TextEncoder(str(t5_dir), max_length=8)
     assert encoder.dim == 16 and not encoder.model.training
     assert not any(p.requires_grad for p in encoder.parameters())
     encoder.train()
