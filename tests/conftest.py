@@ -80,8 +80,9 @@ def tiny_kandinsky3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("kandinsky3")
     torch.manual_seed(0)
-    Kandinsky3UNet(in_channels=4, time_embedding_dim=32, groups=4, attention_head_dim=8, layers_per_block=2,
-                   block_out_channels=(16, 32), cross_attention_dim=16, encoder_hid_dim=16).save_pretrained(root / "unet")
+    unet = Kandinsky3UNet(in_channels=4, time_embedding_dim=32, groups=4, attention_head_dim=8, layers_per_block=2,
+                          block_out_channels=(16, 32), cross_attention_dim=16, encoder_hid_dim=16)
+    unet.save_pretrained(root / "unet")
     encoder, tokenizer = tiny_t5(shapes_vocabulary())
     encoder.save_pretrained(root / "text_encoder")
     tokenizer.save_pretrained(root / "tokenizer")
