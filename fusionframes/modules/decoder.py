@@ -55,8 +55,6 @@ class VideoDecoderModule(StageModule):
         self.attach_codec(movq_path)
         self.video_decoder = TemporalMoVQDecoder(self.codec.movq, finetune=finetune, base_path=movq_path,
                                                  **(decoder or {}))
-        self._frozen_decoder_keys = {f"video_decoder.{n}" for n, p in self.video_decoder.named_parameters()
-                                     if not p.requires_grad}
         self.lpips = None if lpips_path is None else load_lpips(lpips_path, "model.lpips_path")
         if self.lpips is not None:
             self.freeze("lpips", lpips_path)
@@ -65,9 +63,6 @@ class VideoDecoderModule(StageModule):
         self.discriminator_weight = discriminator_weight
         self.val_video = VideoReconstructionMetrics(with_lpips=self.lpips is not None)
         self.val_image = VideoReconstructionMetrics(with_lpips=self.lpips is not None)
-
-    def _is_frozen_key(self, key: str) -> bool:
-        return super()._is_frozen_key(key) or key in self._frozen_decoder_keys
 
     def _lpips(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-frame LPIPS (B·F,) of videos (B, F, 3, H, W) in [-1, 1]."""
