@@ -99,8 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    schedule = NoiseSchedule(beta_schedule="cosine", prediction_type="v_prediction")
-    schedule.scheduler_config["timestep_spacing"] = "trailing"
+    schedule = NoiseSchedule(beta_schedule="cosine", prediction_type="v_prediction", timestep_spacing="trailing")
 
     pass_frames = (NUM_KEYFRAMES, num_frames(NUM_KEYFRAMES))  # keyframes in: 16, then 61
     unet_batch = {"fusionframes": [2 * (t - 1) for t in pass_frames], "mfi": [2 * num_frames(t) for t in pass_frames]}

@@ -104,7 +104,6 @@ class FusionFramesPipeline:
         interp_root = require_dir(interpolation_dir or root / "interpolation", "interpolation_dir")
         interpolation = InterpolationUNet.from_pretrained(interp_root, config_key="interpolation_dir")
         schedule = NoiseSchedule.from_scheduler_config(dict(DDIMScheduler.load_config(interp_root / "scheduler")))
-        schedule.scheduler_config["timestep_spacing"] = index.get("interpolation_timestep_spacing", "trailing")
         decoder_root = decoder_dir or (root / "decoder" if (root / "decoder").exists() else None)
         decoder = None if decoder_root is None else TemporalMoVQDecoder.from_pretrained(decoder_root, "decoder_dir")
         return cls(t2i, keyframes, interpolation, schedule, LatentCodec.from_pretrained(root / "movq", config_key),
@@ -123,7 +122,6 @@ class FusionFramesPipeline:
             self.decoder.save_pretrained(root / "decoder", dtype)
         index = {"_class_name": type(self).__name__, "resolution": self.resolution,
                  "frame_stride": self.frame_stride, "source_fps": self.source_fps,
-                 "interpolation_timestep_spacing": self.interpolation_schedule.scheduler_config["timestep_spacing"],
                  "stages": ["movq", "t2i", "keyframes", "interpolation"] + (["decoder"] if self.decoder else [])}
         (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         return root

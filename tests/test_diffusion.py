@@ -149,3 +149,11 @@ def test_validation_errors():
         sample(denoise, (1, 1, 2, 2), schedule, 2, kind="ddpm", eta=1.0, progress=False)
     with pytest.raises(ValueError, match="x_T has shape"):
         sample(denoise, (1, 1, 2, 2), schedule, 2, x_T=torch.zeros(2, 1, 2, 2), progress=False)
+
+
+def test_timestep_spacing_round_trips_through_the_scheduler_config():
+    schedule = NoiseSchedule(beta_schedule="cosine", prediction_type="v_prediction", timestep_spacing="trailing")
+    assert schedule.scheduler("ddim").config.timestep_spacing == "trailing"
+    rebuilt = NoiseSchedule.from_scheduler_config(dict(schedule.scheduler("ddim").config))
+    assert rebuilt.scheduler_config["timestep_spacing"] == "trailing"
+    assert NoiseSchedule().scheduler_config["timestep_spacing"] == "leading"

@@ -41,9 +41,7 @@ def inputs(model: InterpolationUNet, t: int = 3, b: int = 2) -> dict[str, torch.
 
 
 def schedule() -> NoiseSchedule:
-    s = NoiseSchedule(beta_schedule="cosine", prediction_type="v_prediction")
-    s.scheduler_config["timestep_spacing"] = "trailing"
-    return s
+    return NoiseSchedule(beta_schedule="cosine", prediction_type="v_prediction", timestep_spacing="trailing")
 
 
 @pytest.mark.parametrize("mode", MODES)

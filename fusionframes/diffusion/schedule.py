@@ -20,8 +20,9 @@ class NoiseSchedule(nn.Module):
 
     Betas come from a diffusers ``DDPMScheduler`` (``cosine`` is diffusers' ``squaredcos_cap_v2``;
     ``zero_terminal_snr`` applies diffusers' ``rescale_betas_zero_snr`` so abar_{T-1} = 0, which needs
-    v-prediction). Timesteps ``t`` are long (B,) or per-frame (B, F) and broadcast over x of shape
-    (B, [F,] C, H, W).
+    v-prediction). ``timestep_spacing`` of the sampling schedulers defaults to "trailing" with zero-terminal
+    SNR and diffusers' "leading" otherwise. Timesteps ``t`` are long (B,) or per-frame (B, F) and broadcast
+    over x of shape (B, [F,] C, H, W).
 
     Buffer ``alphas_cumprod``: float32 (T,), derived from the config and therefore not saved in state dicts.
     """
@@ -36,6 +37,7 @@ class NoiseSchedule(nn.Module):
         prediction_type: str = "epsilon",
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
+        timestep_spacing: str | None = None,
     ) -> None:
         super().__init__()
         if beta_schedule not in BETA_SCHEDULES:
@@ -55,7 +57,7 @@ class NoiseSchedule(nn.Module):
             beta_schedule=BETA_SCHEDULES[beta_schedule],
             prediction_type=prediction_type,
             rescale_betas_zero_snr=zero_terminal_snr,
-            timestep_spacing="trailing" if zero_terminal_snr else "leading",
+            timestep_spacing=timestep_spacing or ("trailing" if zero_terminal_snr else "leading"),
             clip_sample=False,
         )
         ddpm = DDPMScheduler(**self.scheduler_config)
@@ -72,6 +74,7 @@ class NoiseSchedule(nn.Module):
             prediction_type=config.get("prediction_type", "epsilon"),
             beta_start=config.get("beta_start", 1e-4),
             beta_end=config.get("beta_end", 0.02),
+            timestep_spacing=config.get("timestep_spacing"),
         )
 
     def scheduler(self, kind: str = "ddim", **kwargs: Any) -> SchedulerMixin:

@@ -38,7 +38,7 @@ from torch import nn
 
 from fusionframes.diffusion import NoiseSchedule, classifier_free_guidance
 from fusionframes.diffusion import sample as sampling_loop
-from fusionframes.models.keyframe_unet import BACKBONES, _count, _key
+from fusionframes.models.keyframe_unet import BACKBONES, count_parameters, module_key
 from fusionframes.models.temporal import fold, unfold, zero_
 from fusionframes.utils.pretrained import require_dir
 
@@ -176,11 +176,12 @@ class InterpolationUNet(nn.Module):
         sites = [(name, module) for name, module in unet.named_modules()
                  if name.startswith(TEMPORAL_SCOPES) and isinstance(module, nn.Conv2d)
                  and module.kernel_size == (3, 3)]
-        self.temporal = nn.ModuleDict({_key(name): TemporalMergeConv(module.out_channels) for name, module in sites})
+        self.temporal = nn.ModuleDict({module_key(name): TemporalMergeConv(module.out_channels)
+                                       for name, module in sites})
         self._context = _CallContext()
         unet.time_embedding.register_forward_hook(self._add_condition)
         for name, module in sites:
-            module.register_forward_hook(partial(self._apply_temporal, _key(name)))
+            module.register_forward_hook(partial(self._apply_temporal, module_key(name)))
 
     def _add_condition(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         return None if self._context.emb is None else output + self._context.emb
@@ -281,9 +282,9 @@ class InterpolationUNet(nn.Module):
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters of the inflated UNet, the temporal convs, the (s, tp) conditioning, and their total."""
-        counts = {"unet": _count(self.unet), "temporal": _count(self.temporal),
-                  "conditioning": _count(self.skip_embedding) + _count(self.perturbation_embedding)}
-        return {**counts, "total": _count(self)}
+        counts = {"unet": count_parameters(self.unet), "temporal": count_parameters(self.temporal),
+                  "conditioning": count_parameters(self.skip_embedding) + count_parameters(self.perturbation_embedding)}
+        return {**counts, "total": count_parameters(self)}
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:
         """Write ``model.safetensors`` (every weight, in ``dtype``) and ``config.json`` (mode, max_skip, null

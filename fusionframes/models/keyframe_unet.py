@@ -107,12 +107,12 @@ def _check_variant(variant: str) -> None:
         raise ValueError(f"unknown keyframe variant {variant!r}; allowed: {', '.join(VARIANTS)}.")
 
 
-def _key(path: str) -> str:
+def module_key(path: str) -> str:
     """Module-dict key of the temporal module at ``path`` (ModuleDict keys cannot contain dots)."""
     return path.replace(".", "_")
 
 
-def _count(module: nn.Module) -> int:
+def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
@@ -133,7 +133,8 @@ def build_temporal(unet: nn.Module, variant: str, position_dim: int = 256, max_p
     }
     attn_options = dict(emb_dim=emb_dim, groups=groups, head_dim=head_dim)
     make = {"conv": partial(conv_cls, **options[conv_cls]), "attn": partial(attn_cls, **attn_options)}
-    blocks = nn.ModuleDict({_key(path): make[kind](channels) for path, _, channels, kind in sites(unet, placement)})
+    blocks = nn.ModuleDict({module_key(path): make[kind](channels)
+                            for path, _, channels, kind in sites(unet, placement)})
     modules = {"frame_embedding": FramePositionEmbedding(emb_dim, position_dim, max_position), "blocks": blocks}
     if text_conditioning:
         text_dim = getattr(unet.config, "encoder_hid_dim", None) or unet.config.cross_attention_dim
@@ -145,13 +146,13 @@ def build_temporal(unet: nn.Module, variant: str, position_dim: int = 256, max_p
 
 def parameter_table(unet: nn.Module, variants: tuple[str, ...] = tuple(VARIANTS), **options: object) -> str:
     """Markdown table of the temporal modules and parameters each variant adds to ``unet`` (no hooks attached)."""
-    frozen = _count(unet)
+    frozen = count_parameters(unet)
     rows = ["| variant | temporal modules | temporal params | % of frozen | vs first row |",
             "|---|---|---|---|---|"]
     first = None
     for variant in variants:
         temporal = build_temporal(unet, variant, **options)
-        count = _count(temporal)
+        count = count_parameters(temporal)
         first = first or count
         rows.append(f"| {variant} | {len(temporal['blocks'])} | {count:,} | {100 * count / frozen:.1f}% | "
                     f"{count / first:.3f}x |")
@@ -202,7 +203,7 @@ class KeyframeUNet(nn.Module):
         self._context = TemporalContext()
         unet.time_embedding.register_forward_hook(self._capture_time_embedding)
         for path, module, _, _ in sites(unet, VARIANTS[variant][0]):
-            module.register_forward_hook(partial(self._apply_temporal, _key(path)))
+            module.register_forward_hook(partial(self._apply_temporal, module_key(path)))
 
     @property
     def num_frames(self) -> int | None:
@@ -275,7 +276,7 @@ class KeyframeUNet(nn.Module):
         self.temporal.load_state_dict(state_dict)
 
     def parameter_counts(self) -> dict[str, int]:
-        return {"frozen": _count(self.unet), "temporal": _count(self.temporal)}
+        return {"frozen": count_parameters(self.unet), "temporal": count_parameters(self.temporal)}
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Write ``temporal.safetensors`` (in ``dtype`` if given) and ``config.json`` (variant, frame count,

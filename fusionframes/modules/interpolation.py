@@ -71,9 +71,7 @@ class InterpolationModule(StageModule):
         self.model = InterpolationUNet(copy.deepcopy(unet.unet), null_context[0], null_mask[0], mode, max_skip).train()
         self.model.requires_grad_(True)
         self.schedule = NoiseSchedule.from_scheduler_config(
-            {**unet.schedule.scheduler_config, "prediction_type": "v_prediction"})
-        # NoiseSchedule derives the spacing from zero_terminal_snr; sampling here uses its own (1.1: trailing).
-        self.schedule.scheduler_config["timestep_spacing"] = timestep_spacing
+            {**unet.schedule.scheduler_config, "prediction_type": "v_prediction", "timestep_spacing": timestep_spacing})
         self.attach_codec(movq_path, resolution)
         self.num_keyframes = num_keyframes
         self.uncond_prob = uncond_prob
