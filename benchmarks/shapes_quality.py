@@ -60,9 +60,11 @@ def generation_scores(pipeline: FusionFramesPipeline, args: argparse.Namespace) 
             rows.append((classify_colour(np.nanmean(track.colour, axis=0)) == colour,
                          classify_motion(track) == motion, smoothness(track), detected_fraction(track)))
     colour_ok, motion_ok, smooth, detected = (np.array(c, dtype=np.float64) for c in zip(*rows))
+    motions = np.array([motion for _, _, motion in combos])
+    per_motion = {f"direction accuracy, {m}": motion_ok[motions == m].mean() for m in MOTIONS if (motions == m).any()}
     return {"prompts": len(rows), "colour accuracy": colour_ok.mean(), "direction accuracy": motion_ok.mean(),
-            "smoothness (lower is smoother)": np.nanmean(smooth), "shape detected in frames": detected.mean(),
-            "seconds per video": (time.perf_counter() - start) / len(rows)}
+            **per_motion, "smoothness (lower is smoother)": np.nanmean(smooth),
+            "shape detected in frames": detected.mean(), "seconds per video": (time.perf_counter() - start) / len(rows)}
 
 
 def interpolation_psnr(pipeline: FusionFramesPipeline, count: int, steps: int) -> float:

@@ -189,3 +189,16 @@ def test_text_conditioning_starts_as_identity_and_makes_temporal_modules_see_the
                                         if not k.startswith("text_projection")})
         assert not torch.allclose(model(**inputs), plain(**inputs), atol=1e-5)
         assert not torch.allclose(model(**inputs), model(**other), atol=1e-5)
+
+
+def test_init_from_weights_without_text_projection(tmp_path: Path) -> None:
+    """Continuing with ``text_conditioning`` from weights trained without it computes the same at first."""
+    model = perturb(KeyframeUNet(tiny_unet2d(), "conv1d_attn1d_blocks"))
+    model.save_pretrained(tmp_path)
+    conditioned = KeyframeUNet(tiny_unet2d(), "conv1d_attn1d_blocks", text_conditioning=True)
+    conditioned.load_temporal_weights(tmp_path)
+    inputs = batch()
+    with torch.no_grad():
+        assert torch.allclose(conditioned(**inputs), model(**inputs), atol=1e-6)
+    with pytest.raises(ValueError, match="does not fit this model"):
+        KeyframeUNet(tiny_unet2d(), "conv3d_attn1d_blocks").load_temporal_weights(tmp_path)

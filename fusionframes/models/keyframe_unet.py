@@ -306,8 +306,19 @@ class KeyframeUNet(nn.Module):
         return model
 
     def load_temporal_weights(self, directory: str | Path, config_key: str = "model.init_from") -> None:
-        """Load ``temporal.safetensors`` written by ``save_pretrained`` (e.g. to continue training from it)."""
+        """Load ``temporal.safetensors`` written by ``save_pretrained`` (e.g. to continue training from it).
+
+        Only the zero-initialised ``text_projection`` may be absent (weights saved without
+        ``text_conditioning``): it keeps its initialisation, so the loaded model computes what the saved one did.
+        """
         weights = require_dir(directory, config_key) / "temporal.safetensors"
         if not weights.is_file():
             raise FileNotFoundError(f"{config_key}={directory} has no temporal.safetensors.")
-        self.load_temporal_state_dict({k: v.float() for k, v in load_file(weights).items()})
+        state = {k: v.float() for k, v in load_file(weights).items()}
+        own = self.temporal.state_dict()
+        missing = [k for k in own if k not in state and not k.startswith("text_projection.")]
+        wrong = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+        if missing or wrong:
+            raise ValueError(f"{config_key}={directory} does not fit this model (missing {missing[:3]}, unexpected "
+                             f"or reshaped {wrong[:3]}); use the model.temporal settings of its config.json.")
+        self.temporal.load_state_dict(state, strict=False)
