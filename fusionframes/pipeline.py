@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,6 +36,21 @@ from fusionframes.utils.pretrained import require_dir
 FPS_MODES = {"keyframes": (), "medium": (3,), "high": (3, 1)}
 
 
+def guided_denoiser(model: KeyframeUNet, context: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                    guidance_scale: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``denoise(z_t (B, F, C, h, w), t (B,) or (B, F))`` with classifier-free guidance in one batched UNet call.
+
+    ``context`` (2B, L, D) and ``mask`` (2B, L) hold the B prompts then B empty prompts; ``positions`` (2B, F).
+    """
+
+    def denoise(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cond, uncond = model(torch.cat([z_t, z_t]), torch.cat([t, t]), context, mask, positions,
+                             any_length=True).chunk(2)
+        return classifier_free_guidance(cond, uncond, guidance_scale)
+
+    return denoise
+
+
 @torch.no_grad()
 def generate_keyframes(model: KeyframeUNet, schedule: NoiseSchedule, context: torch.Tensor, mask: torch.Tensor,
                        positions: torch.Tensor, shape: tuple[int, ...], num_inference_steps: int,
@@ -45,13 +61,9 @@ def generate_keyframes(model: KeyframeUNet, schedule: NoiseSchedule, context: to
     ``context`` (2B, L, D) and ``mask`` (2B, L) hold the B prompts then B empty prompts; ``positions`` (2B, F).
     Both branches run in one batched UNet call per step.
     """
-
-    def denoise(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        cond, uncond = model(torch.cat([z_t, z_t]), torch.cat([t, t]), context, mask, positions).chunk(2)
-        return classifier_free_guidance(cond, uncond, guidance_scale)
-
-    return sample(denoise, shape, schedule, num_inference_steps, generator=generator, progress=progress,
-                  desc="keyframes", device=context.device, dtype=context.dtype)
+    return sample(guided_denoiser(model, context, mask, positions, guidance_scale), shape, schedule,
+                  num_inference_steps, generator=generator, progress=progress, desc="keyframes",
+                  device=context.device, dtype=context.dtype)
 
 
 class _StageTimer:

@@ -229,18 +229,22 @@ class KeyframeUNet(nn.Module):
         return (x, *output[1:]) if isinstance(output, tuple) else x
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                encoder_attention_mask: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:
+                encoder_attention_mask: torch.Tensor | None, positions: torch.Tensor, *,
+                any_length: bool = False) -> torch.Tensor:
         """Denoiser output for a video.
 
-        sample (B, F, C, H, W); timestep (B,) or per-frame (B, F); encoder_hidden_states (B, L, D);
-        encoder_attention_mask (B, L) bool or None (all tokens); positions (B, F) long frame positions on the
-        source timeline -> (B, F, C_out, H, W). Text, mask and (B,) timesteps are repeated per frame.
+        sample (B, F, C, H, W); timestep (B,) or per-frame (B, F) (FVDM: each frame at its own noise level, in
+        the frozen UNet's time embedding and in the temporal modules' conditioning); encoder_hidden_states
+        (B, L, D); encoder_attention_mask (B, L) bool or None (all tokens); positions (B, F) frame positions on
+        the source timeline (long; float positions between them work too) -> (B, F, C_out, H, W). Text, mask
+        and (B,) timesteps are repeated per frame. F must equal ``num_frames`` unless ``any_length`` (samplers
+        that run the model on other lengths: sampling windows, ZeroSmooth's long branch).
         """
         b, f = sample.shape[:2]
         if positions.shape != (b, f):
             raise ValueError(f"positions has shape {tuple(positions.shape)} but the sample has B={b}, F={f} "
                              f"frames; pass positions of shape ({b}, {f}).")
-        if self.num_frames is not None and f != self.num_frames:
+        if self.num_frames is not None and f != self.num_frames and not any_length:
             raise ValueError(f"the sample has {f} frames but this KeyframeUNet was built for "
                              f"num_frames={self.num_frames}.")
         if timestep.shape not in ((b,), (b, f)):

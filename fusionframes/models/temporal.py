@@ -30,6 +30,22 @@ def frame_positions(batch: int, num_frames: int, stride: int = KEYFRAME_STRIDE,
     return repeat(torch.arange(num_frames, device=device) * stride, "f -> b f", b=batch)
 
 
+def refine_positions(positions: torch.Tensor, factor: int, trailing: int = 0) -> torch.Tensor:
+    """Positions of a video with ``factor - 1`` frames inserted evenly between consecutive frames.
+
+    positions (B, T) on the source timeline -> (B, factor·(T-1) + 1 + trailing); ``trailing`` extra frames
+    continue the last spacing. Long when every new position is whole (e.g. 0, 6, 12, ... from 0, 12, ...),
+    float otherwise (``FramePositionEmbedding`` takes both).
+    """
+    p = positions.double()
+    step = p[:, 1:] - p[:, :-1]
+    frac = torch.arange(factor, dtype=p.dtype, device=p.device) / factor
+    inner = rearrange(p[:, :-1, None] + step[..., None] * frac, "b t k -> b (t k)")
+    tail = p[:, -1:] + step[:, -1:] * torch.arange(trailing + 1, dtype=p.dtype, device=p.device) / factor
+    out = torch.cat([inner, tail], dim=1)
+    return out.long() if torch.equal(out, out.round()) else out.float()
+
+
 def norm_groups(channels: int, groups: int) -> int:
     """Group count for a GroupNorm over ``channels``: ``groups`` where it divides them, else their gcd."""
     return math.gcd(channels, groups)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from einops import rearrange
 
+from fusionframes.diffusion.timesteps import check_timestep_options, ptss_timesteps
 from fusionframes.models.keyframe_unet import KeyframeUNet
 from fusionframes.models.t2i import TextToImageModel
 from fusionframes.models.temporal import frame_positions
@@ -25,6 +26,9 @@ class KeyframesModule(StageModule):
     Batches hold ``video`` (B, F, 3, H, W) in [-1, 1] (or precomputed ``latents`` (B, F, C, h, w)),
     ``positions`` (B, F) frame indices on the source timeline and ``caption`` (B strings).
     Captions are dropped to the empty prompt with probability ``caption_dropout`` for guidance.
+    ``timesteps``: "scalar" (one noise level per clip) or "vectorized" (FVDM: per-frame levels (B, F) drawn by
+    PTSS, independent per frame with probability ``ptss_p``, per clip or per batch by ``ptss_granularity``;
+    noising, loss target and the network's conditioning are per frame).
     """
 
     def __init__(
@@ -44,9 +48,13 @@ class KeyframesModule(StageModule):
         num_inference_steps: int = 50,
         num_val_videos: int = 2,
         fps: int = 2,
+        timesteps: str = "scalar",
+        ptss_p: float = 0.2,
+        ptss_granularity: str = "sample",
     ) -> None:
         super().__init__(optimizer, lr_scheduler)
         check_probability("model.caption_dropout", caption_dropout)
+        check_timestep_options(timesteps, ptss_p, ptss_granularity)
         check_guidance("model.guidance_scale", guidance_scale)
         self.backbone = unet
         self.freeze("backbone", unet_path)
@@ -61,6 +69,9 @@ class KeyframesModule(StageModule):
         self.num_inference_steps = num_inference_steps
         self.num_val_videos = num_val_videos
         self.fps = fps
+        self.timesteps = timesteps
+        self.ptss_p = ptss_p
+        self.ptss_granularity = ptss_granularity
 
     @property
     def schedule(self):
@@ -79,11 +90,20 @@ class KeyframesModule(StageModule):
         z0 = self.latents(batch)
         noise = torch.randn(z0.shape, generator=generator, device=self.device)
         if t is None:
-            t = torch.randint(0, self.schedule.num_train_timesteps, (z0.shape[0],), generator=generator,
-                              device=self.device)
+            t = self.training_timesteps(z0.shape[0], generator)
         context, mask = self.backbone.text_encoder.encode(captions)
         pred = self.model(self.schedule.add_noise(z0, noise, t), t, context.detach(), mask, batch["positions"])
         return self.schedule.loss(pred, z0, noise, t)
+
+    def training_timesteps(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """Timesteps (B,) for scalar training, or PTSS per-frame timesteps (B, F) for vectorized (FVDM)."""
+        if self.timesteps == "scalar":
+            return torch.randint(0, self.schedule.num_train_timesteps, (batch,), generator=generator,
+                                 device=self.device)
+        t = ptss_timesteps(batch, self.num_frames, self.schedule.num_train_timesteps, self.ptss_p,
+                           self.ptss_granularity, generator, self.device)
+        self.log("train/ptss_independent", (t != t[:, :1]).any(1).float().mean(), batch_size=batch)
+        return t
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         generator = self.batch_generator(batch_idx)
