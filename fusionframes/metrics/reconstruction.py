@@ -42,6 +42,33 @@ class TemporalConsistencyError(Metric):
         return (self.total / self.count).float()
 
 
+def in_between_frames(video: torch.Tensor, keyframe_every: int = 4) -> torch.Tensor:
+    """Frames of an interpolated video (B, N, ...) that are not keyframes (every ``keyframe_every``-th from 0)."""
+    keep = torch.arange(video.shape[1], device=video.device) % keyframe_every != 0
+    return video[:, keep]
+
+
+class InBetweenPSNR(PeakSignalNoiseRatio):
+    """Mean per-frame PSNR (dB, pixels mapped to [0, 1]) of the in-between frames of interpolated videos
+    against the true frames; keyframes (every ``keyframe_every``-th frame from 0) are left out.
+
+    ``update(preds, target)``: videos (B, N, 3, H, W) in [-1, 1] on the same time grid.
+    """
+
+    def __init__(self, keyframe_every: int = 4, **kwargs: Any) -> None:
+        super().__init__(data_range=1.0, dim=(1, 2, 3), **kwargs)
+        self.keyframe_every = keyframe_every
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        if preds.shape != target.shape:
+            raise ValueError(f"interpolated {tuple(preds.shape)} and true {tuple(target.shape)} videos differ in "
+                             "shape.")
+        preds, target = (rearrange((in_between_frames(x.float().clamp(-1, 1), self.keyframe_every) + 1) / 2,
+                                   "b f c h w -> (b f) c h w") for x in (preds, target))
+        with torch.autocast(preds.device.type, enabled=False):
+            super().update(preds, target)
+
+
 class VideoReconstructionMetrics(nn.Module):
     """Accumulates ``psnr``, ``ssim``, ``mse`` (frame by frame, pixels mapped to [0, 1]), ``temporal_error`` and,
     when built ``with_lpips``, the mean of the LPIPS scores passed to :meth:`update`."""
@@ -79,6 +106,13 @@ class VideoReconstructionMetrics(nn.Module):
         for metric in (self.frames, self.temporal_error, self.lpips):
             if metric is not None:
                 metric.reset()
+
+
+def frame_lpips(lpips: LearnedPerceptualImagePatchSimilarity, preds: torch.Tensor,
+                target: torch.Tensor) -> torch.Tensor:
+    """Per-frame LPIPS (B·F,) of videos (B, F, 3, H, W) in [-1, 1] (differentiable: also a training loss)."""
+    preds, target = (rearrange(x, "b f c h w -> (b f) c h w").float() for x in (preds, target))
+    return lpips.net(preds, target).flatten()
 
 
 def load_lpips(path: str | Path | None, config_key: str = "model.lpips_path") -> LearnedPerceptualImagePatchSimilarity:

@@ -1,16 +1,24 @@
 """Shapes-world ground-truth scores: colour, motion direction and smoothness measured from pixels.
 
 No learned feature extractor: a frame's shape is the set of pixels far from the background colour
-(estimated from the frame border, which the world keeps free of shapes). Videos are uint8 (F, H, W, 3).
+(estimated from the frame border, which the world keeps free of shapes). Videos are uint8 (F, H, W, 3)
+for the functions; the torchmetrics ``Metric``s at the end take (B, F, 3, H, W) in [-1, 1] and prompts.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
+from torchmetrics import Metric
 
-from fusionframes.data.shapes import COLOURS, MOTIONS
+from fusionframes.data.shapes import BACKGROUNDS, COLOURS, DIRECTIONS, MOTIONS, SHAPES, SPEEDS
+from fusionframes.models.shapes_classifier import ATTRIBUTE_CLASSES, JOINT_ATTRIBUTES
+from fusionframes.utils.media import to_uint8
 
 # A pixel belongs to the shape when it is this far (RGB Euclidean) from the background colour.
 FOREGROUND_THRESHOLD = 60.0
@@ -83,3 +91,102 @@ def smoothness(track: Track) -> float:
 def detected_fraction(track: Track) -> float:
     """Fraction of frames in which a shape was found."""
     return float((~np.isnan(track.centroid[:, 0])).mean())
+
+
+_CAPTION = re.compile(
+    rf"^a (?P<colour>{'|'.join(COLOURS)}) (?P<shape>{'|'.join(SHAPES)}) "
+    rf"(?:moving (?P<direction>{'|'.join(DIRECTIONS)})|(?P<resize>growing|shrinking))"
+    rf"(?: (?P<speed>{'|'.join(SPEEDS)}))?(?: on a (?P<background>{'|'.join(BACKGROUNDS)}) background)?$")
+
+
+def caption_attributes(caption: str) -> dict[str, str]:
+    """The attributes a shapes-world caption asks for: colour, shape, motion, and speed / background when named.
+
+    ``"a red circle moving left quickly on a black background"`` -> ``{"colour": "red", "shape": "circle",
+    "motion": "left", "speed": "quickly", "background": "black"}``.
+    """
+    match = _CAPTION.match(" ".join(caption.lower().split()))
+    if match is None:
+        raise ValueError(f"{caption!r} is not a shapes-world caption; expected e.g. 'a red circle moving left "
+                         "quickly on a black background'.")
+    found = match.groupdict()
+    attributes = {"colour": found["colour"], "shape": found["shape"], "motion": found["direction"] or found["resize"]}
+    return {**attributes, **{k: found[k] for k in ("speed", "background") if found[k]}}
+
+
+class ShapesGroundTruthScores(Metric):
+    """Colour and direction accuracy against the prompt, trajectory smoothness and shape detection, measured
+    from the pixels of generated shapes-world videos (no learned model).
+
+    ``update(videos, prompts)``: videos (B, F, 3, H, W) in [-1, 1] and their B shapes-world captions.
+    ``compute()`` -> ``colour_accuracy``, ``direction_accuracy``, ``smoothness`` (mean over the videos where it
+    is defined; lower is smoother), ``detected`` (fraction of frames showing a shape).
+    """
+
+    higher_is_better = None
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name in ("colour_correct", "direction_correct", "smoothness_sum", "smoothness_count", "detected_sum",
+                     "count"):
+            self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, videos: torch.Tensor, prompts: list[str]) -> None:
+        if len(prompts) != videos.shape[0]:
+            raise ValueError(f"got {len(prompts)} prompts for {videos.shape[0]} videos; pass one prompt per video.")
+        for video, prompt in zip(to_uint8(videos), prompts):
+            wanted = caption_attributes(prompt)
+            track = measure(video)
+            smooth = smoothness(track)
+            self.colour_correct += float(classify_colour(np.nanmean(track.colour, axis=0)) == wanted["colour"])
+            self.direction_correct += float(classify_motion(track) == wanted["motion"])
+            if not np.isnan(smooth):
+                self.smoothness_sum += smooth
+                self.smoothness_count += 1
+            self.detected_sum += detected_fraction(track)
+            self.count += 1
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        smooth = self.smoothness_sum / self.smoothness_count if self.smoothness_count else torch.tensor(float("nan"))
+        return {"colour_accuracy": self.colour_correct / self.count,
+                "direction_accuracy": self.direction_correct / self.count,
+                "smoothness": torch.as_tensor(smooth), "detected": self.detected_sum / self.count}
+
+
+class ShapesClassifierAccuracy(Metric):
+    """Text alignment from ground truth: how often the shapes-world classifier sees what the prompt asks for.
+
+    ``update(videos, prompts)`` -> per attribute named by the prompts (colour, shape, motion, and speed /
+    background where the caption gives them) the fraction of videos classified as asked, and ``all``: the
+    fraction with colour, shape and motion all right.
+    """
+
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, classifier: nn.Module, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.classifier = classifier
+        self.names = (*ATTRIBUTE_CLASSES, "all")
+        self.add_state("correct", torch.zeros(len(self.names), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(len(self.names), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, videos: torch.Tensor, prompts: list[str]) -> None:
+        if len(prompts) != videos.shape[0]:
+            raise ValueError(f"got {len(prompts)} prompts for {videos.shape[0]} videos; pass one prompt per video.")
+        with torch.autocast(videos.device.type, enabled=False):
+            predicted = {k: v.argmax(-1).tolist() for k, v in self.classifier.logits(videos.float()).items()}
+        correct, count = torch.zeros_like(self.correct), torch.zeros_like(self.count)
+        for i, prompt in enumerate(prompts):
+            wanted = caption_attributes(prompt)
+            right = {k: ATTRIBUTE_CLASSES[k][predicted[k][i]] == v for k, v in wanted.items()}
+            right["all"] = all(right[k] for k in JOINT_ATTRIBUTES)
+            for name, ok in right.items():
+                correct[self.names.index(name)] += float(ok)
+                count[self.names.index(name)] += 1
+        self.correct += correct
+        self.count += count
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return {name: self.correct[i] / self.count[i] for i, name in enumerate(self.names) if self.count[i] > 0}

@@ -7,10 +7,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch.func import functional_call
 
-from fusionframes.metrics.reconstruction import VideoReconstructionMetrics, load_lpips
+from fusionframes.metrics.reconstruction import VideoReconstructionMetrics, frame_lpips, load_lpips
 from fusionframes.models.discriminator import PatchDiscriminator3D
 from fusionframes.models.temporal_decoder import TemporalMoVQDecoder
 from fusionframes.modules.base import OptimizerFactory, StageModule
@@ -66,8 +65,7 @@ class VideoDecoderModule(StageModule):
 
     def _lpips(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-frame LPIPS (B·F,) of videos (B, F, 3, H, W) in [-1, 1]."""
-        pred, target = (rearrange(x, "b f c h w -> (b f) c h w").float() for x in (pred, target))
-        return self.lpips.net(pred, target).flatten()
+        return frame_lpips(self.lpips, pred, target)
 
     def _adversarial(self, rec: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(generator hinge loss, discriminator hinge loss); each only carries gradient to its own network."""
