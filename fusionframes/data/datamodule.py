@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.data import sized_len
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 
@@ -57,20 +58,27 @@ class ResumableDataLoader(DataLoader):
     Lightning stores ``state_dict()`` of stateful loaders in the checkpoint and calls ``load_state_dict``
     before iterating again. Map-style datasets skip the consumed indices without loading them (also when
     the number of ranks changed); iterable datasets (webdataset) are advanced by drawing and dropping the
-    consumed batches.
+    consumed batches, and their pass count (``epoch``, which seeds their shuffling) is restored before the
+    workers start. A checkpoint taken after the last batch of a pass resumes at the start of the next one.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, **kwargs: Any) -> None:
         iterable = isinstance(dataset, IterableDataset)
         self._resumable_sampler = None if iterable else ResumableSampler(len(dataset), shuffle, seed)
         super().__init__(dataset, batch_size=batch_size, sampler=self._resumable_sampler, **kwargs)
-        self.batches_seen = 0  # by this rank since the current pass started
+        self.batches_seen = 0  # handed out by this rank since the current pass started
+        self.passes = 0  # passes (epochs) started
         self._pass_start = 0  # samples (all ranks) consumed in this epoch before the current pass
+        self._pass_batches: int | None = None  # batches of the current pass, where the loader has a length
         self._resume_from = 0
+        self._exhausted = False
 
     def __iter__(self) -> Iterator[Any]:
         self._pass_start, self._resume_from = self._resume_from, 0
+        self._pass_batches = sized_len(self)  # before the sampler forgets its resume position
         self.batches_seen = 0
+        self.passes += 1
+        self._exhausted = False
         iterator = super().__iter__()
         if self._resumable_sampler is None:
             for _ in range(self._pass_start // (self.batch_size * _rank_and_world()[1])):
@@ -78,15 +86,27 @@ class ResumableDataLoader(DataLoader):
         for batch in iterator:
             self.batches_seen += 1
             yield batch
+        self._exhausted = True
 
     def state_dict(self) -> dict[str, int]:
-        """Samples consumed in this epoch by all ranks together."""
-        return {"samples_seen": self._pass_start + self.batches_seen * self.batch_size * _rank_and_world()[1]}
+        """Where the next batch comes from: ``pass`` (0-based) and the samples all ranks consumed in it.
+
+        Lightning's fetcher draws one batch ahead from loaders without a length (iterable datasets) to see
+        the end of the epoch coming; until the stream ends, that batch is handed out but not yet trained on.
+        """
+        if self._exhausted or (self._pass_batches is not None and self.batches_seen >= self._pass_batches):
+            return {"pass": self.passes, "samples_seen": 0}
+        ahead = int(self._pass_batches is None and self.batches_seen > 0)
+        consumed = self._pass_start + (self.batches_seen - ahead) * self.batch_size * _rank_and_world()[1]
+        return {"pass": max(self.passes - 1, 0), "samples_seen": consumed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._resume_from = int(state["samples_seen"])
+        self.passes = int(state.get("pass", 0))  # the next __iter__ starts this pass (again)
         if self._resumable_sampler is not None:
             self._resumable_sampler.start = self._resume_from
+        elif hasattr(self.dataset, "epoch"):
+            self.dataset.epoch = self.passes  # copied into the workers when they start
 
 
 class VideoDataModule(L.LightningDataModule):

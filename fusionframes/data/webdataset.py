@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # at sharp colour edges dominates the error); mpeg4 at a high bit rate only where libx264 is missing.
 MIN_SAMPLES_FOR_SKIP_CHECK = 20
 MAX_SKIPPED_KEYS = 1000
+UNREADABLE_SHARD_ATTEMPTS = 10  # per shard, before a resampled stream that has read nothing stops
 
 
 def resize_square(video: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -75,10 +76,13 @@ class WebVideoDataset(torch.utils.data.IterableDataset):
     Each sample is decoded with PyAV, `sampler` picks source frame indices from the decoded frame
     count, the picked frames become float (F, C, H, W) in [-1, 1], optionally centre-cropped and
     resized to `resolution`², and `sampler.arrange` builds the dict. Unreadable shards, unreadable
-    videos, videos too short for the sampler, missing captions and invalid metadata are skipped,
-    logged with their key, counted by reason in `stats` and listed (bounded) in `skipped`; both are
-    per process, so each DataLoader worker keeps its own. Clip choices are deterministic in
-    (seed, rank, worker, iteration, position in the worker's stream).
+    videos, videos too short for the sampler or smaller than `resolution` (which would need
+    upsampling), missing captions and invalid metadata are skipped, logged with their key, counted by
+    reason in `stats` and listed (bounded) in `skipped`; both are per process, so each DataLoader
+    worker keeps its own. Local shard paths that do not exist are named at construction (an error if
+    none exists); a pass in which no shard can be read is an error, not an empty epoch. Clip choices
+    are deterministic in (seed, rank, worker, epoch, position in the worker's stream); `epoch` counts
+    the passes of this copy (a resumed loader restores it).
     """
 
     def __init__(
@@ -108,11 +112,24 @@ class WebVideoDataset(torch.utils.data.IterableDataset):
         self.stats: collections.Counter[str] = collections.Counter()
         self.skipped: collections.deque[tuple[str, str]] = collections.deque(maxlen=MAX_SKIPPED_KEYS)
         self.num_seen = 0
-        self._iteration = 0
+        self.epoch = 0
+        self._check_shards_exist()
+
+    def _check_shards_exist(self) -> None:
+        """Name missing local shards now; with none of them present, fail with one clear error."""
+        urls = wds.shardlists.expand_urls(self.urls) if isinstance(self.urls, str) else list(self.urls)
+        local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
+        missing = [u for u in local if not Path(u).is_file()]
+        if not urls or (missing and len(missing) == len(urls)):
+            raise FileNotFoundError(f"No shard of {self.urls!r} exists; point data.train_shards/val_shards at "
+                                    "written .tar shards (python data/make_shards.py ...).")
+        for url in missing:
+            log.warning("Shard %s does not exist; it will be skipped.", url)
+        self._num_urls = len(urls)
 
     def _pipeline(self, stream_seed: int) -> wds.DataPipeline:
         if self.resampled:
-            stages = [wds.ResampledShards(self.urls, seed=self.seed, deterministic=True)]
+            stages = [wds.ResampledShards(self.urls, seed=stream_seed, deterministic=True)]
         else:
             stages = [wds.SimpleShardList(self.urls), wds.split_by_node, wds.split_by_worker]
         stages.append(wds.tarfile_to_samples(handler=self._skip_shard))
@@ -122,15 +139,19 @@ class WebVideoDataset(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         rank, _, worker, _ = wds.utils.pytorch_worker_info()
-        iteration, self._iteration = self._iteration, self._iteration + 1
-        stream_seed = wds.utils.make_seed(self.seed, rank, worker, iteration)
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        stream_seed = wds.utils.make_seed(self.seed, rank, worker, epoch)
+        self._pass_samples, self._pass_bad_shards = 0, collections.Counter()
         for position, sample in enumerate(self._pipeline(stream_seed)):
-            rng = np.random.default_rng((self.seed, rank, worker, iteration, position))
+            rng = np.random.default_rng((self.seed, rank, worker, epoch, position))
+            self._pass_samples += 1
             item = self._load(sample, rng)
             self.num_seen += 1
             self._check_skip_fraction()
             if item is not None:
                 yield item
+        if not self._pass_samples and self._pass_bad_shards:
+            self._no_shard_readable()
 
     def _load(self, sample: dict, rng: np.random.Generator) -> dict | None:
         try:
@@ -151,6 +172,9 @@ class WebVideoDataset(torch.utils.data.IterableDataset):
         clip = self.sampler.sample(len(frames), rng)
         if clip is None:
             return self._skip(sample, "too_short", f"{len(frames)} frames")
+        if self.resolution is not None and min(frames[0].width, frames[0].height) < self.resolution:
+            return self._skip(sample, "wrong_resolution",
+                              f"{frames[0].width}x{frames[0].height} is smaller than resolution {self.resolution}")
         video = frames_to_tensor(np.stack([frames[i].to_ndarray(format="rgb24") for i in clip.indices]))
         if self.resolution is not None:
             video = resize_square(video, self.resolution)
@@ -168,7 +192,15 @@ class WebVideoDataset(torch.utils.data.IterableDataset):
         self.stats["unreadable_shard"] += 1
         self.skipped.append((name, "unreadable_shard"))
         log.warning("Skipping unreadable shard %s: %r", name, exn)
+        if not self._pass_samples:
+            self._pass_bad_shards[name] += 1
+            if self._pass_bad_shards.total() >= UNREADABLE_SHARD_ATTEMPTS * self._num_urls:
+                self._no_shard_readable()  # a resampled stream never ends: stop once every shard had its chances
         return True
+
+    def _no_shard_readable(self) -> None:
+        raise RuntimeError(f"None of the shards {sorted(self._pass_bad_shards)} could be read in this pass; "
+                           "check data.train_shards and data.val_shards.")
 
     def _check_skip_fraction(self) -> None:
         skipped = sum(n for reason, n in self.stats.items() if reason != "unreadable_shard")

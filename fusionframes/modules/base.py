@@ -87,12 +87,15 @@ class StageModule(L.LightningModule):
         return result
 
     def batch_generator(self, batch_idx: int) -> torch.Generator:
-        """A generator seeded by (seed, epoch, batch index, rank), on the module's device.
+        """A generator seeded by (seed, training batch index across epochs, rank), on the module's device.
 
         Every random draw of a training step (noise, timesteps, dropout of conditions) comes from it, so a
-        resumed run draws exactly what an uninterrupted one would, whatever the global RNG state.
+        resumed run draws exactly what an uninterrupted one would, whatever the global RNG state. The index
+        across epochs is Lightning's restored counter (``batch_idx`` outside a trainer): after a resume at
+        the end of an iterable loader's epoch, Lightning does not restart ``batch_idx`` at 0.
         """
-        key = [self.seed, self.current_epoch, batch_idx, self.global_rank]
+        index = self.trainer.fit_loop.epoch_loop.total_batch_idx if self._trainer is not None else batch_idx
+        key = [self.seed, index, self.global_rank]
         seed = int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> 1)
         return torch.Generator(device=self.device).manual_seed(seed)
 
