@@ -157,3 +157,23 @@ def test_timestep_spacing_round_trips_through_the_scheduler_config():
     rebuilt = NoiseSchedule.from_scheduler_config(dict(schedule.scheduler("ddim").config))
     assert rebuilt.scheduler_config["timestep_spacing"] == "trailing"
     assert NoiseSchedule().scheduler_config["timestep_spacing"] == "leading"
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_min_snr_weighting(prediction_type: str) -> None:
+    """Min-SNR-gamma: weight min(SNR, gamma) / SNR (eps) or / (SNR + 1) (v) per sample or per frame."""
+    schedule = NoiseSchedule(prediction_type=prediction_type)
+    torch.manual_seed(0)
+    x0, noise, pred = torch.randn(3, 2, 4, 5, 5), torch.randn(3, 2, 4, 5, 5), torch.randn(3, 2, 4, 5, 5)
+    t = torch.tensor([[10, 20], [500, 600], [990, 999]])
+    abar = schedule.alphas_cumprod[t]
+    snr = abar / (1 - abar)
+    weight = torch.clamp(snr, max=5.0) / (snr if prediction_type == "epsilon" else snr + 1)
+    per_frame = (pred - schedule.target(x0, noise, t)).square().mean((2, 3, 4))
+    assert torch.allclose(schedule.loss(pred, x0, noise, t, snr_gamma=5.0), (per_frame * weight).mean())
+    if prediction_type == "epsilon":  # gamma above every SNR: plain MSE; small gamma mutes clean timesteps
+        assert torch.allclose(schedule.loss(pred, x0, noise, t, snr_gamma=1e9), schedule.loss(pred, x0, noise, t))
+        assert weight[0].max() < 0.1 and torch.equal(weight[2], torch.ones(2))
+    scalar_t = t[:, 0]
+    assert torch.allclose(schedule.loss(pred, x0, noise, scalar_t, snr_gamma=5.0),
+                          schedule.loss(pred, x0, noise, scalar_t[:, None].expand(3, 2), snr_gamma=5.0))

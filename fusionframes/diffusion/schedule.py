@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin
+from diffusers.training_utils import compute_snr
 from torch import Tensor, nn
 
 from fusionframes.diffusion import parameterization as P
@@ -107,9 +108,20 @@ class NoiseSchedule(nn.Module):
             return noise
         return P.v_from_x0_eps(x0, noise, *self.alpha_sigma(t, x0))
 
-    def loss(self, pred: Tensor, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-        """Scalar MSE (in float32) between the model output ``pred`` and ``target(x0, noise, t)``."""
-        return F.mse_loss(pred.float(), self.target(x0, noise, t).float())
+    def loss(self, pred: Tensor, x0: Tensor, noise: Tensor, t: Tensor, snr_gamma: float | None = None) -> Tensor:
+        """Scalar MSE (in float32) between the model output ``pred`` and ``target(x0, noise, t)``.
+
+        ``snr_gamma``: Min-SNR-gamma weighting (Hang et al. 2023, as in diffusers' training scripts): each
+        sample's (or frame's, for (B, F) timesteps) MSE is weighted by min(SNR_t, gamma) / SNR_t for eps
+        targets and min(SNR_t, gamma) / (SNR_t + 1) for v targets, which shifts the gradient from the
+        nearly clean timesteps to the noisy ones where the layout (and a video's motion) is decided.
+        """
+        error = F.mse_loss(pred.float(), self.target(x0, noise, t).float(), reduction="none")
+        if snr_gamma is None:
+            return error.mean()
+        snr = compute_snr(self, t)
+        weight = torch.clamp(snr, max=snr_gamma) / (snr if self.prediction_type == "epsilon" else snr + 1)
+        return (error.flatten(t.ndim).mean(-1) * weight).mean()
 
     def pred_to_x0(self, pred: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """Model output (eps or v, per prediction_type) at (x_t, t) -> x0."""

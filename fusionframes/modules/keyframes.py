@@ -29,6 +29,7 @@ class KeyframesModule(StageModule):
     ``timesteps``: "scalar" (one noise level per clip) or "vectorized" (FVDM: per-frame levels (B, F) drawn by
     PTSS, independent per frame with probability ``ptss_p``, per clip or per batch by ``ptss_granularity``;
     noising, loss target and the network's conditioning are per frame).
+    ``snr_gamma``: Min-SNR-gamma weighting of the training loss (None: plain MSE; validation stays plain).
     """
 
     def __init__(
@@ -51,11 +52,14 @@ class KeyframesModule(StageModule):
         timesteps: str = "scalar",
         ptss_p: float = 0.2,
         ptss_granularity: str = "sample",
+        snr_gamma: float | None = None,
     ) -> None:
         super().__init__(optimizer, lr_scheduler)
         check_probability("model.caption_dropout", caption_dropout)
         check_timestep_options(timesteps, ptss_p, ptss_granularity)
         check_guidance("model.guidance_scale", guidance_scale)
+        if snr_gamma is not None and snr_gamma <= 0:
+            raise ValueError(f"model.snr_gamma must be > 0 or null (plain MSE), got {snr_gamma}.")
         self.backbone = unet
         self.freeze("backbone", unet_path)
         self.model = KeyframeUNet(unet.unet, num_frames=num_frames, **temporal)
@@ -72,6 +76,7 @@ class KeyframesModule(StageModule):
         self.timesteps = timesteps
         self.ptss_p = ptss_p
         self.ptss_granularity = ptss_granularity
+        self.snr_gamma = snr_gamma
 
     @property
     def schedule(self):
@@ -86,14 +91,14 @@ class KeyframesModule(StageModule):
         return z0
 
     def _loss(self, batch: dict[str, Any], captions: list[str], generator: torch.Generator,
-              t: torch.Tensor | None = None) -> torch.Tensor:
+              t: torch.Tensor | None = None, snr_gamma: float | None = None) -> torch.Tensor:
         z0 = self.latents(batch)
         noise = torch.randn(z0.shape, generator=generator, device=self.device)
         if t is None:
             t = self.training_timesteps(z0.shape[0], generator)
         context, mask = self.backbone.text_encoder.encode(captions)
         pred = self.model(self.schedule.add_noise(z0, noise, t), t, context.detach(), mask, batch["positions"])
-        return self.schedule.loss(pred, z0, noise, t)
+        return self.schedule.loss(pred, z0, noise, t, snr_gamma)
 
     def training_timesteps(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         """Timesteps (B,) for scalar training, or PTSS per-frame timesteps (B, F) for vectorized (FVDM)."""
@@ -108,7 +113,8 @@ class KeyframesModule(StageModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         generator = self.batch_generator(batch_idx)
         drop = torch.rand(len(batch["caption"]), generator=generator, device=self.device) < self.caption_dropout
-        loss = self._loss(batch, ["" if d else c for c, d in zip(batch["caption"], drop.tolist())], generator)
+        captions = ["" if d else c for c, d in zip(batch["caption"], drop.tolist())]
+        loss = self._loss(batch, captions, generator, snr_gamma=self.snr_gamma)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
