@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.data import sized_len
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 
@@ -15,6 +18,15 @@ def _rank_and_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT: Ctrl+C reaches the whole process group, and the main process
+    finishes its step and stops them itself. Seeds them as Lightning does under ``seed_everything(workers=True)``
+    (which it skips for loaders that bring their own ``worker_init_fn``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id)
 
 
 class ResumableSampler(Sampler[int]):
@@ -49,7 +61,8 @@ class ResumableSampler(Sampler[int]):
         return iter(order[rank::world].tolist())
 
     def __len__(self) -> int:
-        return (self.length - self.start) // _rank_and_world()[1]
+        """Indices of a whole epoch on this rank: Lightning counts a resumed epoch's batches from its checkpoint."""
+        return self.length // _rank_and_world()[1]
 
 
 class ResumableDataLoader(DataLoader):
@@ -69,13 +82,15 @@ class ResumableDataLoader(DataLoader):
         self.batches_seen = 0  # handed out by this rank since the current pass started
         self.passes = 0  # passes (epochs) started
         self._pass_start = 0  # samples (all ranks) consumed in this epoch before the current pass
-        self._pass_batches: int | None = None  # batches of the current pass, where the loader has a length
+        self._pass_batches: int | None = None  # batches left in the current pass, where the loader has a length
         self._resume_from = 0
         self._exhausted = False
 
     def __iter__(self) -> Iterator[Any]:
         self._pass_start, self._resume_from = self._resume_from, 0
-        self._pass_batches = sized_len(self)  # before the sampler forgets its resume position
+        length = sized_len(self)  # batches of a whole epoch
+        self._pass_batches = None if length is None else length - self._pass_start // (
+            self.batch_size * _rank_and_world()[1])
         self.batches_seen = 0
         self.passes += 1
         self._exhausted = False
@@ -144,7 +159,7 @@ class VideoDataModule(L.LightningDataModule):
 
     def _loader_kwargs(self) -> dict[str, Any]:
         return dict(num_workers=self.num_workers, pin_memory=self.pin_memory,
-                    persistent_workers=self.num_workers > 0)
+                    persistent_workers=self.num_workers > 0, worker_init_fn=worker_init if self.num_workers else None)
 
     def train_dataloader(self) -> ResumableDataLoader:
         return ResumableDataLoader(self.train_set, self.batch_size, shuffle=self.shuffle, seed=self.seed,
