@@ -8,7 +8,10 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+
+from fusionframes.utils.validation import check_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,8 @@ def _instantiate_group(cfg: DictConfig | None) -> list[Any]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured stage (resuming from ``cfg.ckpt_path`` if set); return the logged metrics."""
+    if cfg.get("ckpt_path") is not None:
+        check_checkpoint("ckpt_path", cfg.ckpt_path)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -40,7 +45,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        except SIGTERMException:  # PreemptionCheckpoint has saved and logged the checkpoint to resume from
+            raise SystemExit(f"Training stopped by a signal after step {trainer.global_step}.") from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     log.info("Final metrics: %s", metrics)
     return metrics
