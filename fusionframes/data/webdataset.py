@@ -125,7 +125,7 @@ class WebVideoDataset(torch.utils.data.IterableDataset):
                                     "written .tar shards (python data/make_shards.py ...).")
         for url in missing:
             log.warning("Shard %s does not exist; it will be skipped.", url)
-        self._num_urls = len(urls)
+        self._urls = frozenset(urls)
 
     def _pipeline(self, stream_seed: int) -> wds.DataPipeline:
         if self.resampled:
@@ -187,14 +187,21 @@ class WebVideoDataset(torch.utils.data.IterableDataset):
         log.warning("Skipping sample %s of %s (%s): %s", key, sample.get("__url__"), reason, detail)
 
     def _skip_shard(self, exn: Exception) -> bool:
-        """webdataset handler: log and count a shard that cannot be opened or read, then go on."""
-        name = next((a for a in reversed(exn.args) if isinstance(a, str)), repr(exn))
+        """webdataset handler: log and count a shard that cannot be opened or read, then go on.
+
+        webdataset calls it first for a member that cannot be read (without the shard's url), then for the
+        shard whose stream that breaks (with it); only the second is counted.
+        """
+        name = next((a for a in reversed(exn.args) if isinstance(a, str) and a in self._urls), None)
+        if name is None:
+            log.debug("Unreadable shard member: %r", exn)
+            return True
         self.stats["unreadable_shard"] += 1
         self.skipped.append((name, "unreadable_shard"))
         log.warning("Skipping unreadable shard %s: %r", name, exn)
         if not self._pass_samples:
             self._pass_bad_shards[name] += 1
-            if self._pass_bad_shards.total() >= UNREADABLE_SHARD_ATTEMPTS * self._num_urls:
+            if self._pass_bad_shards.total() >= UNREADABLE_SHARD_ATTEMPTS * len(self._urls):
                 self._no_shard_readable()  # a resampled stream never ends: stop once every shard had its chances
         return True
 
