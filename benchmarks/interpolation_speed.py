@@ -69,24 +69,34 @@ def timed(run: Callable[[], torch.Tensor], device: torch.device, repeats: int) -
 
 
 def measure(model: InterpolationUNet, latent: int, steps: int, repeats: int, device: torch.device,
-            dtype: torch.dtype, schedule: NoiseSchedule) -> dict[str, float]:
+            dtype: torch.dtype, schedule: NoiseSchedule, cuda_graph: bool = False) -> dict[str, float]:
     """Seconds for pass 1 and for both passes (fastest of ``repeats``, after an untimed 1-step warm-up of
-    each), peak GiB on CUDA."""
+    each), peak GiB on CUDA; with ``cuda_graph`` on CUDA also the largest difference of a graphed pass 1 from an
+    eager one with the same noise."""
     generator = torch.Generator(device).manual_seed(0)
     keyframes = torch.randn(1, NUM_KEYFRAMES, 4, latent, latent, device=device, dtype=dtype, generator=generator)
 
-    def passes(num_steps: int, both: bool) -> torch.Tensor:
-        video = model.interpolate(keyframes, 3, schedule, num_steps, generator=generator)
-        return model.interpolate(video, 1, schedule, num_steps, generator=generator) if both else video
+    def passes(num_steps: int, both: bool, graph: bool = cuda_graph) -> torch.Tensor:
+        video = model.interpolate(keyframes, 3, schedule, num_steps, generator=generator, cuda_graph=graph)
+        if not both:
+            return video
+        return model.interpolate(video, 1, schedule, num_steps, generator=generator, cuda_graph=graph)
+
+    def seeded_pass(graph: bool) -> torch.Tensor:
+        generator.manual_seed(1)
+        return passes(steps, both=False, graph=graph).float()
 
     passes(1, both=True)
+    graph_error = float("nan")
+    if cuda_graph and device.type == "cuda":
+        graph_error = float((seeded_pass(False) - seeded_pass(True)).abs().max())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     first, video = timed(lambda: passes(steps, both=False), device, repeats)
     both, final = timed(lambda: passes(steps, both=True), device, repeats)
     assert video.shape[1] == 61 and final.shape[1] == 241
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return {"pass1": first, "both": both, "peak": peak}
+    return {"pass1": first, "both": both, "peak": peak, "graph_error": graph_error}
 
 
 def main() -> None:
@@ -95,6 +105,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps per pass (KandinskyVideo 1.1: 10)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the fastest counts")
+    parser.add_argument("--cuda-graphs", action="store_true", help="replay each pass's UNet call as a CUDA graph")
+    parser.add_argument("--latents", type=int, nargs="+", help="only these latent sizes of --size")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -106,11 +118,15 @@ def main() -> None:
     rows = ["| size | latents | mode | params | UNet batch per step (pass 1, pass 2) | pass 1 (s) | both passes (s) "
             "| peak GiB |", "|---|---|---|---|---|---|---|---|"]
     ratios = []
-    for latent in SIZES[args.size][2]:
+    for latent in args.latents or SIZES[args.size][2]:
         results = {}
         for mode in MODES:
             model = build(args.size, mode, device, dtype)
-            r = results[mode] = measure(model, latent, args.steps, args.repeats, device, dtype, schedule)
+            r = results[mode] = measure(model, latent, args.steps, args.repeats, device, dtype, schedule,
+                                        args.cuda_graphs)
+            if args.cuda_graphs and device.type == "cuda":
+                ratios.append(f"{latent}x{latent} {mode}: graphed vs eager pass 1, max |difference| "
+                              f"{r['graph_error']:.2e}")
             peak = "-" if device.type != "cuda" else f"{r['peak']:.1f}"
             rows.append(f"| {args.size} | {latent}x{latent} | {mode} | {model.parameter_counts()['total'] / 1e6:.1f}M "
                         f"| {', '.join(map(str, unet_batch[mode]))} | {r['pass1']:.2f} | {r['both']:.2f} | {peak} |")
@@ -124,6 +140,7 @@ def main() -> None:
     table = "\n".join(rows + ["", *ratios, "",
                               f"{NUM_KEYFRAMES} keyframes, {args.steps} DDIM steps per pass, fastest of {args.repeats} "
                               f"runs, guidance w=0.25 (cond + uncond in one call), batch 1, "
+                              f"{'CUDA graphs, ' if args.cuda_graphs and device.type == 'cuda' else ''}"
                               f"{str(dtype).removeprefix('torch.')}, {name}."])
     print(table)
     if args.out:

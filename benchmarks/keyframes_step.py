@@ -1,8 +1,10 @@
 """Keyframe-stage training step: ms/step and peak memory per KeyframeUNet variant vs the frozen 2D UNet.
 
 A variant's step is forward + backward of the inflated model with respect to its temporal parameters and
-an AdamW step. The reference is the frozen 2D UNet's own forward + backward (to its input) on the same
-frames folded into the batch, measured in the same run. Random weights throughout.
+an AdamW step. The references are the 2D UNet's own forward + backward on the same frames folded into the
+batch, measured in the same run: frozen (gradients to its input only, the work the frozen spatial layers do
+inside a keyframe step) and with weight gradients (a full fine-tuning step's compute, without optimiser).
+Random weights throughout.
 
 Sizes: ``shapes`` (unet2d: the shipped shapes-world UNet config; kandinsky3: a Kandinsky3UNet of similar
 width), 16 frames of 16x16 latents, 32 text tokens x 128; ``paper`` (kandinsky3: Kandinsky3UNet at its
@@ -114,9 +116,10 @@ class Run:
         return torch.autocast(self.device.type, self.dtype) if self.dtype != torch.float32 else nullcontext()
 
 
-def measure_frozen(run: Run) -> tuple[float, float | None, int]:
-    """(ms, peak GiB, parameters) of the frozen 2D UNet's forward + backward to its input, frames in the batch."""
-    unet = build(run.size, run.device, run.dtype).requires_grad_(False)
+def measure_frozen(run: Run, weight_grads: bool = False) -> tuple[float, float | None, int]:
+    """(ms, peak GiB, parameters) of the 2D UNet's forward + backward to its input (and, with ``weight_grads``,
+    to its weights), frames in the batch."""
+    unet = build(run.size, run.device, run.dtype).requires_grad_(weight_grads)
     frames = run.sample.shape[1]
     folded = rearrange(run.sample, "b f c h w -> (b f) c h w").requires_grad_(True)
     inputs = dict(encoder_hidden_states=repeat(run.context, "b l d -> (b f) l d", f=frames),
@@ -128,16 +131,18 @@ def measure_frozen(run: Run) -> tuple[float, float | None, int]:
             out = unet(folded, timestep, **inputs).sample
         out.float().square().mean().backward()
         folded.grad = None
+        unet.zero_grad(set_to_none=True)
 
     return *timed(step, run.device, run.steps, run.warmup), sum(p.numel() for p in unet.parameters())
 
 
-def measure_variant(run: Run, variant: str, checkpointing: bool) -> tuple[float, float | None, int]:
+def measure_variant(run: Run, variant: str, checkpointing: bool, fused: bool = False
+                    ) -> tuple[float, float | None, int]:
     """(ms, peak GiB, temporal parameters) of a KeyframeUNet training step: forward, backward, AdamW step."""
     model = KeyframeUNet(build(run.size, run.device, run.dtype), variant, num_frames=run.sample.shape[1],
                          gradient_checkpointing=checkpointing)
     model.temporal.to(run.device, torch.float32)
-    optimizer = torch.optim.AdamW(model.temporal_parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.temporal_parameters(), lr=1e-4, fused=fused or None)
     target = torch.randn_like(run.sample, dtype=torch.float32)
     positions = frame_positions(*run.sample.shape[:2], device=run.device)
 
@@ -152,7 +157,7 @@ def measure_variant(run: Run, variant: str, checkpointing: bool) -> tuple[float,
 
 
 def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.dtype, variants: list[str],
-              steps: int, warmup: int, frames: int, batch: int, checkpointing: bool) -> str:
+              steps: int, warmup: int, frames: int, batch: int, checkpointing: bool, fused: bool = False) -> str:
     size = SIZES[backbone, size_name]
     torch.manual_seed(0)
     run = Run(size, device, dtype, steps, warmup,
@@ -161,16 +166,19 @@ def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.
               mask=torch.ones(batch, size.tokens, dtype=torch.bool, device=device),
               timestep=torch.randint(0, 1000, (batch,), device=device))
     base_ms, base_peak, frozen_params = measure_frozen(run)
-    rows = [("frozen 2D UNet fwd+bwd (to input)", base_ms, base_peak, 0)]
-    rows += [(variant, *measure_variant(run, variant, checkpointing)) for variant in variants]
+    full_ms, full_peak, _ = measure_frozen(run, weight_grads=True)
+    rows = [("frozen 2D UNet fwd+bwd (to input)", base_ms, base_peak, 0),
+            ("2D UNet fwd+bwd with weight gradients", full_ms, full_peak, 0)]
+    rows += [(variant, *measure_variant(run, variant, checkpointing, fused)) for variant in variants]
 
     header = [f"{backbone} / {size_name}: {frozen_params / 1e6:,.1f}M frozen parameters, {batch}x{frames} frames of "
               f"{size.latent}x{size.latent} latents, text {size.tokens}x{size.text_dim}, {dtype}, {device} "
               f"({steps} timed steps after {warmup} warm-up"
-              f"{', temporal gradient checkpointing' if checkpointing else ''})", "",
-              "| model | ms/step | x frozen fwd+bwd | peak GiB | temporal params |", "|---|---|---|---|---|"]
-    lines = [f"| {name} | {ms:,.1f} | {ms / base_ms:.2f} | {'n/a' if peak is None else f'{peak:.1f}'} | "
-             f"{params / 1e6:,.2f}M |" for name, ms, peak, params in rows]
+              f"{', temporal gradient checkpointing' if checkpointing else ''}{', fused AdamW' if fused else ''})",
+              "", "| model | ms/step | x frozen fwd+bwd (to input) | x fwd+bwd with weight grads | peak GiB | "
+              "temporal params |", "|---|---|---|---|---|---|"]
+    lines = [f"| {name} | {ms:,.1f} | {ms / base_ms:.2f} | {ms / full_ms:.2f} | "
+             f"{'n/a' if peak is None else f'{peak:.1f}'} | {params / 1e6:,.2f}M |" for name, ms, peak, params in rows]
     return "\n".join(header + lines)
 
 
@@ -186,12 +194,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing of temporal modules")
+    parser.add_argument("--fused-adam", action="store_true", help="AdamW(fused=True) for the temporal parameters")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     args = parser.parse_args()
     diffusers_logging.set_verbosity_error()
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     table = benchmark(args.backbone, args.size, torch.device(args.device), dtype, args.variants, args.steps,
-                      args.warmup, args.frames, args.batch, args.checkpointing)
+                      args.warmup, args.frames, args.batch, args.checkpointing, args.fused_adam)
     print(table)
     if args.out is not None:
         args.out.write_text(table + "\n")

@@ -118,6 +118,8 @@ def test_sample_is_seeded_and_accepts_x_T():
     assert torch.equal(a, b)
     x_T = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(1))
     assert torch.equal(sample(denoise, (1, 3, 4, 4), schedule, 3, x_T=x_T, progress=False), a)
+    # CUDA graphs apply to CUDA tensors only (measured against eager in benchmarks/interpolation_speed.py).
+    assert torch.equal(sample(denoise, (1, 3, 4, 4), schedule, 3, x_T=x_T, progress=False, cuda_graph=True), a)
 
 
 def test_classifier_free_guidance():

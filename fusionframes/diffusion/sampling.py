@@ -9,6 +9,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from fusionframes.diffusion.cuda_graph import GraphedDenoiser
 from fusionframes.diffusion.schedule import NoiseSchedule
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
@@ -28,6 +29,7 @@ def sample(
     x_T: Tensor | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    cuda_graph: bool = False,
 ) -> Tensor:
     """Run the reverse process from x_T to x0 with ``schedule.scheduler(kind)``.
 
@@ -40,6 +42,8 @@ def sample(
         generator: seeds x_T (when not given) and the stochastic steps.
         x_T: starting noise of ``shape``; otherwise standard normal on ``device`` (default: the
             schedule's device) in ``dtype``.
+        cuda_graph: on CUDA, capture ``denoise`` once and replay it for the other steps (``GraphedDenoiser``);
+            ignored on other devices.
     Returns:
         x0 of ``shape``.
     """
@@ -57,6 +61,8 @@ def sample(
         x = x_T
     scheduler.set_timesteps(num_steps, device=x.device)
     step_kwargs = {"eta": eta} if kind == "ddim" else {}
+    if cuda_graph and x.is_cuda:
+        denoise = GraphedDenoiser(denoise)
     for t in tqdm(scheduler.timesteps, desc=desc, disable=not progress):
         t_batch = torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
         x = scheduler.step(denoise(x, t_batch), t, x, generator=generator, **step_kwargs).prev_sample

@@ -191,8 +191,12 @@ class InterpolationUNet(nn.Module):
         return None if ctx.num_frames is None else self.temporal[key](output, ctx.num_frames)
 
     def condition_embedding(self, skip: torch.Tensor, perturbation: torch.Tensor) -> torch.Tensor:
-        """skip s, perturbation tp: long (B,) -> (B, D_t), added to the UNet's time embedding."""
-        if skip.min() < 0 or skip.max() > self.max_skip:
+        """skip s, perturbation tp: long (B,) -> (B, D_t), added to the UNet's time embedding.
+
+        The range check reads the values on the host, so it is left out while a CUDA graph is captured
+        (``interpolate`` checks them before its loop)."""
+        capturing = skip.is_cuda and torch.cuda.is_current_stream_capturing()
+        if not capturing and (skip.min() < 0 or skip.max() > self.max_skip):
             raise ValueError(f"skip values {skip.tolist()} are out of range; this model takes 0..{self.max_skip}.")
         tp = self.perturbation_proj(perturbation).to(self.skip_embedding.weight.dtype)
         return self.skip_embedding(skip) + self.perturbation_embedding(tp)
@@ -263,21 +267,23 @@ class InterpolationUNet(nn.Module):
     @torch.no_grad()
     def interpolate(self, keyframes: torch.Tensor, skip: int | torch.Tensor, schedule: NoiseSchedule,
                     num_inference_steps: int, guidance_scale: float = 0.25, generator: torch.Generator | None = None,
-                    progress: bool = False) -> torch.Tensor:
+                    progress: bool = False, cuda_graph: bool = False) -> torch.Tensor:
         """One interpolation pass: keyframe latents (B, T, C, h, w), T >= 2 -> (B, 4T-3, C, h, w).
 
         DDIM over ``schedule`` (its prediction type and timestep spacing) with context guidance
         (``context_guidance``: one UNet call per step for all groups and both branches), tp = 0; the
         keyframes are copied exactly into the output. ``skip``: s for every sample or long (B,).
+        ``cuda_graph``: on CUDA, replay the fixed-shape UNet call as a CUDA graph after the first step.
         """
         skip = torch.as_tensor(skip, dtype=torch.long, device=keyframes.device).expand(keyframes.shape[0])
+        self.condition_embedding(skip, torch.zeros_like(skip))  # range check outside any CUDA-graph capture
 
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return context_guidance(self, x, t, keyframes, skip, guidance_scale)
 
         x0 = sampling_loop(denoise, self.sample_shape(keyframes), schedule, num_inference_steps, generator=generator,
                     progress=progress, desc=f"interpolation ({self.mode}, s={skip[0].item()})",
-                    device=keyframes.device, dtype=keyframes.dtype)
+                    device=keyframes.device, dtype=keyframes.dtype, cuda_graph=cuda_graph)
         return self.to_video(keyframes, x0)
 
     def parameter_counts(self) -> dict[str, int]:
