@@ -11,7 +11,6 @@ from torch import nn
 
 from fusionframes.models.temporal import (
     FramePositionEmbedding,
-    NormActConv3d,
     TemporalAttention1dBlock,
     TemporalAttention3dBlock,
     TemporalAttentionLayer,
@@ -164,13 +163,3 @@ def test_frame_position_embedding() -> None:
     with pytest.raises(ValueError, match=r"\[0, 64\)"):
         embedding(frame_positions(1, 8))
 
-
-@pytest.mark.parametrize("kernel", [(1, 1, 1), (3, 1, 1), (3, 3, 3)])
-def test_norm_act_conv_equals_its_conv3d(kernel: tuple[int, int, int]) -> None:
-    """The 2D form of a temporal-only kernel computes what the Conv3d holding its weights computes."""
-    torch.manual_seed(0)
-    stage = NormActConv3d(8, 6, kernel, emb_dim=16, groups=4)
-    video, emb = torch.randn(2, 8, 5, 3, 4), torch.randn(10, 16)
-    with torch.no_grad():
-        expected = stage.conv(torch.nn.functional.silu(stage.norm(video, emb)))
-        assert torch.allclose(stage(video, emb), expected, atol=1e-5)

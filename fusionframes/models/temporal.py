@@ -93,18 +93,8 @@ class NormActConv3d(nn.Module):
         self.conv = nn.Conv3d(in_channels, out_channels, kernel, padding=tuple(k // 2 for k in kernel))
 
     def forward(self, video: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """video (B, C_in, F, H, W), emb (B·F, D_emb) -> (B, C_out, F, H, W).
-
-        A temporal-only kernel (k, 1, 1) runs as the same convolution in 2D over (F, H·W), for which cuDNN
-        has faster kernels than for its 3D form; the weights stay those of the Conv3d.
-        """
-        x = F.silu(self.norm(video, emb))
-        if self.conv.kernel_size[1:] != (1, 1):
-            return self.conv(x)
-        b, c, f, h, w = x.shape
-        out = F.conv2d(x.reshape(b, c, f, h * w), self.conv.weight.flatten(3), self.conv.bias,
-                       padding=(self.conv.padding[0], 0))
-        return out.view(b, -1, f, h, w)
+        """video (B, C_in, F, H, W), emb (B·F, D_emb) -> (B, C_out, F, H, W)."""
+        return self.conv(F.silu(self.norm(video, emb)))
 
 
 class TemporalConv1dBlock(nn.Module):
