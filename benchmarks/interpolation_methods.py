@@ -42,7 +42,7 @@ from fusionframes.models.keyframe_unet import KeyframeUNet
 from fusionframes.pipeline import FusionFramesPipeline
 from fusionframes.sampling.fvdm import FVDMSampler
 from fusionframes.sampling.zerosmooth import ZeroSmoothConfig, ZeroSmoothSampler
-from fusionframes.utils.media import to_uint8
+from fusionframes.utils.media import image_grid, save_image, to_uint8
 from fusionframes.utils.resolvers import ASSETS_DIR
 
 BETWEEN = 3
@@ -113,12 +113,15 @@ def evaluate(pipe: FusionFramesPipeline, args: argparse.Namespace, skip: int) ->
     between[:: BETWEEN + 1] = False
     available = methods(pipe, args)
     scores: dict[str, list[tuple[float, ...]]] = {name: [] for name in ["ground truth", *available]}
+    strips: list[torch.Tensor] = []  # the first video: truth, then every method, one row each
     for index in range(args.videos):
         scene = world.scene(index)
         frames = frames_to_tensor(world.render(scene, frame_indices)).to(device)
         truth = measure(to_uint8(frames))
         scores["ground truth"].append((float("nan"),) * 3 + (classify_motion(truth) == scene.motion,
                                                              smoothness(truth), float("nan")))
+        if index == 0:
+            strips.append(frames)
         keyframes = pipe.codec.encode(frames[:: BETWEEN + 1][None])
         positions = torch.as_tensor(frame_indices[:: BETWEEN + 1], device=device)[None]
         for name, (_, make) in available.items():
@@ -132,10 +135,15 @@ def evaluate(pipe: FusionFramesPipeline, args: argparse.Namespace, skip: int) ->
             seconds = time.perf_counter() - start
             video = pipe.decode(latents.float())[0].float().clamp(-1, 1)
             track = measure(to_uint8(video))
+            if index == 0:
+                strips.append(video)
             psnr = [float(peak_signal_noise_ratio((video[m] + 1) / 2, (frames[m] + 1) / 2, data_range=1.0))
                     for m in (between, ~between)]
             scores[name].append((*psnr, centroid_error(track, truth, between), classify_motion(track) == scene.motion,
                                  smoothness(track), seconds))
+    if args.strips:
+        path = save_image(image_grid(torch.cat(strips), nrow=len(frame_indices)), args.strips / f"s{skip}.png")
+        print(f"rows of {path}: {', '.join(scores)}")
     rows = []
     for name, values in scores.items():
         mean = np.nanmean(np.array(values, dtype=np.float64), axis=0) if values else [float("nan")] * 6
@@ -164,6 +172,7 @@ def main(argv: list[str] | None = None) -> str:
                         help="ZeroSmoothConfig overrides, e.g. lambda_schedule=constant lambda_value=0.5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--strips", type=Path, help="write the first video of every method as s<s>.png here")
     args = parser.parse_args(argv)
     pipe = FusionFramesPipeline.from_pretrained(args.pipeline_dir).to(args.device)
     device = torch.cuda.get_device_name() if pipe.device.type == "cuda" else "CPU"

@@ -187,9 +187,10 @@ def test_long_video_extension_stitches_clips_through_their_overlap():
 
 def test_infill_keeps_the_keyframes_and_fills_between_them():
     sampler, text, mask = fvdm_sampler(frames=16)
-    keyframes = torch.randn(1, 5, 4, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
-    video = sampler.infill(keyframes, frame_positions(1, 5), text, mask, between=3, keyframes_per_window=3,
+    keyframes = torch.randn(1, 6, 4, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    # Windows of 3, 3 and 2 keyframes (the last one the plain interpolation schedule [0, t, t, t, 0]).
+    video = sampler.infill(keyframes, frame_positions(1, 6), text, mask, between=3, keyframes_per_window=3,
                            generator=torch.Generator().manual_seed(0))
-    assert video.shape == (1, 17, 4, SIZE, SIZE)
+    assert video.shape == (1, 21, 4, SIZE, SIZE)
     assert torch.equal(video[:, ::4], keyframes)
     assert torch.isfinite(video).all() and not torch.equal(video[:, 1], torch.zeros_like(video[:, 1]))

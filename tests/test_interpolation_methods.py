@@ -22,7 +22,7 @@ def test_every_method_fills_the_same_true_keyframes_and_lands_in_the_table(tmp_p
     table = main(["--device", "cpu", "--videos", "1", "--keyframes", "3", "--skips", "3", "--steps", "1",
                   "--interpolation-steps", "1", "--mfi-dir", str(tmp_path / "mfi"), "--fvdm-dir",
                   str(ASSETS / "keyframes"), "--out", str(out), "--zerosmooth", "lambda_schedule=constant",
-                  "lambda_value=0.5"])
+                  "lambda_value=0.5", "--strips", str(tmp_path / "strips")])
     assert out.read_text() == table + "\n"
     rows = {line.split(" | ")[2]: line.split(" | ") for line in table.splitlines() if line.startswith("| 3 |")}
     assert list(rows) == ["ground truth", "fusionframes", "mfi", "fvdm (scalar-trained)", "fvdm", "zerosmooth"]
@@ -34,3 +34,4 @@ def test_every_method_fills_the_same_true_keyframes_and_lands_in_the_table(tmp_p
     # The shipped interpolator keeps the true keyframes and, even at one step, lands near the true frames.
     assert float(rows["fusionframes"][4]) > 20 and float(rows["fusionframes"][5]) > 25
     assert "lambda_schedule=constant lambda_value=0.5" in table
+    assert (tmp_path / "strips" / "s3.png").is_file()

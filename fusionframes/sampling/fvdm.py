@@ -107,16 +107,22 @@ class FVDMSampler:
         if keyframes_per_window < 2:
             raise ValueError(f"keyframes_per_window must be >= 2, got {keyframes_per_window}.")
         step = between + 1
-        groups = []
-        for start in range(0, num_keyframes - 1, keyframes_per_window - 1):
-            window = keyframes[:, start: start + keyframes_per_window]
-            k = window.shape[1]
-            given = interleave(window, torch.zeros(b, k - 1, between, *keyframes.shape[2:], dtype=keyframes.dtype,
-                                                   device=keyframes.device))
-            held = torch.zeros(b, given.shape[1], dtype=torch.bool, device=keyframes.device)
+        starts = list(range(0, num_keyframes - 1, keyframes_per_window - 1))
+        sizes = [min(keyframes_per_window, num_keyframes - start) for start in starts]
+        groups: dict[int, Tensor] = {}
+        cond, uncond = context.chunk(2)
+        masks = None if mask is None else mask.chunk(2)
+        for size in sorted(set(sizes)):  # windows of one size run as one batch
+            batch = [start for start, n in zip(starts, sizes) if n == size]
+            w = len(batch)
+            window = torch.cat([keyframes[:, start: start + size] for start in batch])
+            given = interleave(window, window.new_zeros(w * b, size - 1, between, *keyframes.shape[2:]))
+            held = torch.zeros(w * b, given.shape[1], dtype=torch.bool, device=keyframes.device)
             held[:, ::step] = True
-            frame_pos = refine_positions(positions[:, start: start + k], step)
+            frame_pos = refine_positions(torch.cat([positions[:, start: start + size] for start in batch]), step)
             frame_pos = (frame_pos - frame_pos[:, :1]).repeat(2, 1)
-            video = self.sample(context, mask, frame_pos, tuple(given.shape), held, given, generator, progress)
-            groups.append(deinterleave(video, between)[1])
-        return interleave(keyframes, torch.cat(groups, dim=1))
+            text = torch.cat([cond.repeat(w, 1, 1), uncond.repeat(w, 1, 1)])
+            text_mask = None if masks is None else torch.cat([masks[0].repeat(w, 1), masks[1].repeat(w, 1)])
+            video = self.sample(text, text_mask, frame_pos, tuple(given.shape), held, given, generator, progress)
+            groups.update(zip(batch, deinterleave(video, between)[1].chunk(w)))
+        return interleave(keyframes, torch.cat([groups[start] for start in starts], dim=1))
