@@ -30,17 +30,20 @@ WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
 
 
 def _conv_block(in_channels: int, out_channels: int, kernel: tuple[int, int, int], stride: tuple[int, int, int],
-                padding: tuple[int, int, int]) -> nn.Sequential:
-    return nn.Sequential(nn.Conv3d(in_channels, out_channels, kernel, stride, padding),
-                         nn.GroupNorm(8, out_channels), nn.SiLU())
+                padding: tuple[int, int, int], pool: bool = False) -> nn.Sequential:
+    layers = [nn.Conv3d(in_channels, out_channels, kernel, stride, padding, bias=False),
+              nn.BatchNorm3d(out_channels), nn.SiLU()]
+    return nn.Sequential(*layers, *([nn.MaxPool3d((1, 2, 2))] if pool else []))
 
 
 class ShapesVideoClassifier(nn.Module):
     """Videos (B, F, 3, H, W) in [-1, 1] -> embedding (B, feature_dim) (:meth:`forward`, the FVD features) and
     per-attribute logits (:meth:`logits`).
 
-    Frames are resized to ``resolution``; a 4x4 patchifying stem and three 3x3x3 conv blocks reduce
-    (F, 64, 64) to (F/4, 4, 4). The embedding projects the time-averaged 4x4 grid (where the shape is)
+    Frames are resized to ``resolution``; two 1x3x3 convs, each followed by 2x2 max pooling, then three
+    3x3x3 conv blocks reduce (F, 64, 64) to (F/4, 4, 4). (A 4x4 patchifying stem, or GroupNorm in place of
+    BatchNorm, left the shape head at chance: a shape is a few pixels wide, its outline must be seen at full
+    resolution.) The embedding projects the time-averaged 4x4 grid (where the shape is)
     together with the maximum over time and space of every channel (what the shape is, wherever it is) to
     ``feature_dim``. Any F >= 1 works; trained on 16 keyframes at 2 fps.
     """
@@ -53,7 +56,8 @@ class ShapesVideoClassifier(nn.Module):
         self.resolution = resolution
         self.num_features = feature_dim  # read by torchmetrics' Fréchet distance
         self.backbone = nn.Sequential(
-            _conv_block(3, width, (1, 4, 4), (1, 4, 4), (0, 0, 0)),
+            _conv_block(3, width // 2, (1, 3, 3), (1, 1, 1), (0, 1, 1), pool=True),
+            _conv_block(width // 2, width, (1, 3, 3), (1, 1, 1), (0, 1, 1), pool=True),
             _conv_block(width, 2 * width, (3, 3, 3), (1, 2, 2), (1, 1, 1)),
             _conv_block(2 * width, 4 * width, (3, 3, 3), (2, 2, 2), (1, 1, 1)),
             _conv_block(4 * width, 4 * width, (3, 3, 3), (2, 1, 1), (1, 1, 1)),

@@ -182,5 +182,7 @@ class InterpolationModule(StageModule):
         checkpoint["parameter_counts"] = self.model.parameter_counts()
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-        """Write the whole interpolator (loads with ``InterpolationUNet.from_pretrained``)."""
+        """Write the whole interpolator (loads with ``InterpolationUNet.from_pretrained``) and its v-prediction
+        sampling schedule as ``scheduler/``: the directory is a pipeline's ``interpolation/`` stage."""
+        self.schedule.scheduler("ddim").save_pretrained(Path(directory) / "scheduler")
         return self.model.save_pretrained(directory, dtype)

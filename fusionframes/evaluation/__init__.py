@@ -1,0 +1,1 @@
+"""Evaluation of trained stages (``python evaluate.py``): text -> video, interpolation and decoder metrics."""
