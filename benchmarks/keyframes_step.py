@@ -136,11 +136,11 @@ def measure_frozen(run: Run, weight_grads: bool = False) -> tuple[float, float |
     return *timed(step, run.device, run.steps, run.warmup), sum(p.numel() for p in unet.parameters())
 
 
-def measure_variant(run: Run, variant: str, checkpointing: bool, fused: bool = False
+def measure_variant(run: Run, variant: str, checkpointing: bool, fused: bool = False, spatial: bool = False
                     ) -> tuple[float, float | None, int]:
     """(ms, peak GiB, temporal parameters) of a KeyframeUNet training step: forward, backward, AdamW step."""
     model = KeyframeUNet(build(run.size, run.device, run.dtype), variant, num_frames=run.sample.shape[1],
-                         gradient_checkpointing=checkpointing)
+                         gradient_checkpointing=checkpointing, spatial_checkpointing=spatial)
     model.temporal.to(run.device, torch.float32)
     optimizer = torch.optim.AdamW(model.temporal_parameters(), lr=1e-4, fused=fused or None)
     target = torch.randn_like(run.sample, dtype=torch.float32)
@@ -157,7 +157,8 @@ def measure_variant(run: Run, variant: str, checkpointing: bool, fused: bool = F
 
 
 def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.dtype, variants: list[str],
-              steps: int, warmup: int, frames: int, batch: int, checkpointing: bool, fused: bool = False) -> str:
+              steps: int, warmup: int, frames: int, batch: int, checkpointing: bool, fused: bool = False,
+              spatial: bool = False) -> str:
     size = SIZES[backbone, size_name]
     torch.manual_seed(0)
     run = Run(size, device, dtype, steps, warmup,
@@ -169,12 +170,13 @@ def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.
     full_ms, full_peak, _ = measure_frozen(run, weight_grads=True)
     rows = [("frozen 2D UNet fwd+bwd (to input)", base_ms, base_peak, 0),
             ("2D UNet fwd+bwd with weight gradients", full_ms, full_peak, 0)]
-    rows += [(variant, *measure_variant(run, variant, checkpointing, fused)) for variant in variants]
+    rows += [(variant, *measure_variant(run, variant, checkpointing, fused, spatial)) for variant in variants]
 
     header = [f"{backbone} / {size_name}: {frozen_params / 1e6:,.1f}M frozen parameters, {batch}x{frames} frames of "
               f"{size.latent}x{size.latent} latents, text {size.tokens}x{size.text_dim}, {dtype}, {device} "
               f"({steps} timed steps after {warmup} warm-up"
-              f"{', temporal gradient checkpointing' if checkpointing else ''}{', fused AdamW' if fused else ''})",
+              f"{', temporal gradient checkpointing' if checkpointing else ''}{', fused AdamW' if fused else ''}"
+              f"{', spatial block checkpointing' if spatial else ''})",
               "", "| model | ms/step | x frozen fwd+bwd (to input) | x fwd+bwd with weight grads | peak GiB | "
               "temporal params |", "|---|---|---|---|---|---|"]
     lines = [f"| {name} | {ms:,.1f} | {ms / base_ms:.2f} | {ms / full_ms:.2f} | "
@@ -194,13 +196,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing of temporal modules")
+    parser.add_argument("--spatial-checkpointing", action="store_true",
+                        help="activation checkpointing of the frozen UNet's blocks")
     parser.add_argument("--fused-adam", action="store_true", help="AdamW(fused=True) for the temporal parameters")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     args = parser.parse_args()
     diffusers_logging.set_verbosity_error()
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     table = benchmark(args.backbone, args.size, torch.device(args.device), dtype, args.variants, args.steps,
-                      args.warmup, args.frames, args.batch, args.checkpointing, args.fused_adam)
+                      args.warmup, args.frames, args.batch, args.checkpointing, args.fused_adam,
+                      args.spatial_checkpointing)
     print(table)
     if args.out is not None:
         args.out.write_text(table + "\n")

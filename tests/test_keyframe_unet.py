@@ -170,6 +170,27 @@ def test_gradient_checkpointing_same_gradients(backbone: str) -> None:
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
 
 
+@pytest.mark.parametrize("variant", ["conv1d_attn1d_blocks", "conv1d_attn1d_layers"])
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_spatial_checkpointing_same_outputs_and_gradients(backbone: str, variant: str) -> None:
+    """Checkpointing the frozen UNet's blocks (and with them the temporal modules) changes no gradient."""
+    results = []
+    for spatial, temporal in ((False, False), (True, False), (True, True)):
+        model = perturb(KeyframeUNet(BACKBONES[backbone](), variant, gradient_checkpointing=temporal,
+                                     spatial_checkpointing=spatial))
+        conv = next(m for m in model.unet.up_blocks[-1].modules() if isinstance(m, nn.Conv2d))
+        calls = []
+        conv.register_forward_hook(lambda *_: calls.append(1))
+        out = model(**batch())
+        out.square().mean().backward()
+        assert len(calls) == (2 if spatial else 1)  # recomputed in the backward pass
+        results.append((out.detach(), [p.grad.clone() for p in model.temporal_parameters()]))
+    for out, grads in results[1:]:
+        assert torch.allclose(out, results[0][0], atol=1e-6)
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, results[0][1], strict=True))
+    assert any(g.abs().sum() > 0 for g in results[0][1])
+
+
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_text_conditioning_starts_as_identity_and_makes_temporal_modules_see_the_prompt(backbone: str) -> None:
     unet = BACKBONES[backbone]()

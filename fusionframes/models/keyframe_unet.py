@@ -182,13 +182,16 @@ class KeyframeUNet(nn.Module):
     modules then see the prompt directly, not only through the frozen spatial features).
     Mixed precision: keep the temporal parameters in fp32 and run under ``torch.autocast`` when the frozen
     UNet is in bf16/fp16. diffusers' gradient checkpointing of the UNet itself is not supported (its
-    recomputation runs after ``forward`` has cleared the context); use ``gradient_checkpointing`` here.
+    recomputation runs after ``forward`` has cleared the context); use the options here instead:
+    ``gradient_checkpointing`` recomputes each temporal module in the backward pass and
+    ``spatial_checkpointing`` each of the UNet's down, mid and up blocks (frozen spatial layers with the
+    temporal modules they hold), with the context of the forward pass restored for the recomputation.
     """
 
     def __init__(self, unet: nn.Module, variant: str = "conv1d_attn1d_blocks", num_frames: int | None = None,
                  position_dim: int = 256, max_position: int = 1024, head_dim: int = 64,
                  conv3d_reduction: float | None = None, gradient_checkpointing: bool = False,
-                 text_conditioning: bool = False) -> None:
+                 text_conditioning: bool = False, spatial_checkpointing: bool = False) -> None:
         super().__init__()
         sites, _ = _backbone(unet)
         _check_variant(variant)
@@ -204,10 +207,29 @@ class KeyframeUNet(nn.Module):
         unet.time_embedding.register_forward_hook(self._capture_time_embedding)
         for path, module, _, _ in sites(unet, VARIANTS[variant][0]):
             module.register_forward_hook(partial(self._apply_temporal, module_key(path)))
+        if spatial_checkpointing:  # wrap the instance's forward, as accelerate's hooks do
+            for block in (*unet.down_blocks, getattr(unet, "mid_block", None), *unet.up_blocks):
+                if block is not None:
+                    block.forward = partial(self._checkpointed, block.forward)
 
     @property
     def num_frames(self) -> int | None:
         return self.config["num_frames"]
+
+    def _checkpointed(self, forward: Callable, *args: object, **kwargs: object) -> object:
+        """A UNet block's ``forward`` under activation checkpointing, recomputed with this call's context."""
+        if not torch.is_grad_enabled() or self._context.num_frames is None:
+            return forward(*args, **kwargs)
+        context = self._context
+
+        def run(*args: object, **kwargs: object) -> object:
+            outer, self._context = self._context, context
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                self._context = outer
+
+        return checkpoint(run, *args, use_reentrant=False, **kwargs)
 
     def _capture_time_embedding(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         if self._context.num_frames is not None:
