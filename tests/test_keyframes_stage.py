@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.errors import InstantiationException
+from safetensors.torch import load_file
 
+from fusionframes.export import export
 from fusionframes.models.keyframe_unet import KeyframeUNet
 from fusionframes.models.t2i import TextToImageModel
 from fusionframes.training import train
@@ -36,6 +38,13 @@ def test_one_training_step_per_variant_saves_only_temporal_weights(experiment, t
     assert all(torch.equal(v, trained[f"model.temporal.{k}"].half().float())
                for k, v in model.temporal_state_dict().items())
     assert all(torch.equal(v, shipped[k]) for k, v in model.unet.state_dict().items())
+
+    # The checkpoint converts to the same directory and to a plain state dict of exactly its trainable weights.
+    exported = export(run / "checkpoints" / "last.ckpt", tmp_path / "exported", dtype="float32")
+    rebuilt = KeyframeUNet.from_pretrained(exported, TextToImageModel.from_pretrained(ASSETS / "t2i").unet)
+    assert all(torch.equal(v, trained[f"model.temporal.{k}"]) for k, v in rebuilt.temporal_state_dict().items())
+    plain = load_file(exported / "trainable.safetensors")
+    assert plain.keys() == trained.keys() and all(torch.equal(plain[k], trained[k]) for k in plain)
 
 
 def test_step_changes_temporal_weights_and_not_the_frozen_backbone(tiny_config):
