@@ -4,6 +4,11 @@ A shard is a ``.tar`` whose samples hold ``mp4`` (H.264 yuv420p via PyAV), ``txt
 absent when unknown) and ``json`` (ground truth, ``{}`` when unknown). Raw video is uint8
 (F, H, W, 3); `WebVideoDataset` yields the clip sampler's dicts of float tensors in [-1, 1]
 (e.g. ``video`` (F, C, H, W)) plus ``caption`` and ``meta`` strings.
+
+A *latent* shard (``data/make_latent_shards.py``) holds ``safetensors`` instead of ``mp4``: ``latents``
+(F_src, C, h, w) of every source frame and, when written with a text encoder, ``text`` (L, D) and
+``text_mask`` (L,), so the frozen MoVQ and text encoder stay out of the training loop; the clip then
+comes as ``latents`` (and ``text_embedding``, ``text_mask``) instead of ``video``.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from pathlib import Path
 
 import av
 import numpy as np
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 import webdataset as wds
+from safetensors import SafetensorError
 
 from fusionframes.data.samplers import ClipSampler, frames_to_tensor
 from fusionframes.utils.video_io import decode_frames, encode_video
@@ -30,6 +37,7 @@ log = logging.getLogger(__name__)
 MIN_SAMPLES_FOR_SKIP_CHECK = 20
 MAX_SKIPPED_KEYS = 1000
 UNREADABLE_SHARD_ATTEMPTS = 10  # per shard, before a resampled stream that has read nothing stops
+LATENTS = "safetensors"  # member of a latent shard's sample
 
 
 def resize_square(video: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -43,31 +51,40 @@ def resize_square(video: torch.Tensor, resolution: int) -> torch.Tensor:
     return F.interpolate(video, size=(resolution, resolution), mode="bilinear", antialias=True)
 
 
-def write_shards(
-    samples: Iterable[tuple[str, np.ndarray, str, dict]], pattern: str, fps: int, max_per_shard: int
-) -> list[str]:
-    """Write (key, uint8 (F, H, W, 3), caption, meta) samples to tar shards named by `pattern`.
+def write_records(records: Iterable[dict], pattern: str, max_per_shard: int) -> list[str]:
+    """Write webdataset records (``__key__`` plus members) to tar shards named by `pattern`.
 
-    `pattern` holds one integer field, e.g. ``out/shapes-%06d.tar``. An empty caption writes no
-    ``txt`` (readers skip the sample). Returns the shard paths in order.
+    `pattern` holds one integer field, e.g. ``out/shapes-%06d.tar``. Returns the shard paths in order.
     """
     if "%" not in pattern:
         raise ValueError(f"Shard pattern {pattern!r} needs an integer field such as '%06d'.")
-    if fps < 1:
-        raise ValueError(f"fps must be a positive integer, got {fps}.")
     if max_per_shard < 1:
         raise ValueError(f"max_per_shard must be a positive integer, got {max_per_shard}.")
     Path(pattern).parent.mkdir(parents=True, exist_ok=True)
     paths: list[str] = []
     with wds.ShardWriter(pattern, maxcount=max_per_shard, post=paths.append, verbose=0) as writer:
-        for key, frames, caption, meta in samples:
+        for record in records:
+            key = record["__key__"]
             if not key or any(c in key for c in "./"):
                 raise ValueError(f"Sample key {key!r} must be non-empty and contain no '.' or '/'.")
-            record = {"__key__": key, "mp4": encode_video(frames, fps), "json": json.dumps(meta)}
-            if caption:
-                record["txt"] = caption
             writer.write(record)
     return paths
+
+
+def write_shards(
+    samples: Iterable[tuple[str, np.ndarray, str, dict]], pattern: str, fps: int, max_per_shard: int
+) -> list[str]:
+    """Write (key, uint8 (F, H, W, 3), caption, meta) samples to tar shards named by `pattern` (see
+    `write_records`). An empty caption writes no ``txt`` (readers skip the sample)."""
+    if fps < 1:
+        raise ValueError(f"fps must be a positive integer, got {fps}.")
+
+    def records() -> Iterator[dict]:
+        for key, frames, caption, meta in samples:
+            record = {"__key__": key, "mp4": encode_video(frames, fps), "json": json.dumps(meta)}
+            yield {**record, "txt": caption} if caption else record
+
+    return write_records(records(), pattern, max_per_shard)
 
 
 class WebVideoDataset(torch.utils.data.IterableDataset):
@@ -82,7 +99,10 @@ class WebVideoDataset(torch.utils.data.IterableDataset):
     worker keeps its own. Local shard paths that do not exist are named at construction (an error if
     none exists); a pass in which no shard can be read is an error, not an empty epoch. Clip choices
     are deterministic in (seed, rank, worker, epoch, position in the worker's stream); `epoch` counts
-    the passes of this copy (a resumed loader restores it).
+    the passes of this copy (a resumed loader restores it). Latent shards (see the module docstring) skip
+    decoding; their latents must have been written at `resolution` (else "wrong_resolution"), and
+    ``null_text_path`` (the ``null_text.safetensors`` written beside them) adds the empty prompt's
+    ``null_text_embedding`` / ``null_text_mask`` to every clip for caption dropout.
     """
 
     def __init__(
@@ -94,6 +114,7 @@ class WebVideoDataset(torch.utils.data.IterableDataset):
         seed: int = 0,
         resampled: bool = False,
         max_skip_fraction: float = 1.0,
+        null_text_path: str | None = None,
     ) -> None:
         super().__init__()
         if resolution is not None and resolution < 1:
@@ -109,6 +130,12 @@ class WebVideoDataset(torch.utils.data.IterableDataset):
         self.seed = seed
         self.resampled = resampled
         self.max_skip_fraction = max_skip_fraction
+        self.null_text = None
+        if null_text_path is not None:
+            if not Path(null_text_path).is_file():
+                raise FileNotFoundError(f"null_text_path={null_text_path} does not exist; give the "
+                                        "null_text.safetensors that data/make_latent_shards.py wrote.")
+            self.null_text = safetensors.torch.load_file(null_text_path)
         self.stats: collections.Counter[str] = collections.Counter()
         self.skipped: collections.deque[tuple[str, str]] = collections.deque(maxlen=MAX_SKIPPED_KEYS)
         self.num_seen = 0
@@ -165,6 +192,8 @@ class WebVideoDataset(torch.utils.data.IterableDataset):
             json.loads(meta)
         except ValueError as exn:
             return self._skip(sample, "invalid_meta", exn)
+        if LATENTS in sample:
+            return self._load_latents(sample, caption, meta, rng)
         try:
             frames = decode_frames(sample.get("mp4", b""))
         except (av.FFmpegError, ValueError) as exn:
@@ -179,6 +208,31 @@ class WebVideoDataset(torch.utils.data.IterableDataset):
         if self.resolution is not None:
             video = resize_square(video, self.resolution)
         return {**self.sampler.arrange(video, clip), "caption": caption, "meta": meta}
+
+    def _load_latents(self, sample: dict, caption: str, meta: str, rng: np.random.Generator) -> dict | None:
+        try:
+            tensors = safetensors.torch.load(sample[LATENTS])
+            latents = tensors["latents"]
+        except (SafetensorError, KeyError) as exn:
+            return self._skip(sample, "unreadable_latents", exn)
+        written = json.loads(meta).get("resolution")
+        if self.resolution is not None and written != self.resolution:
+            return self._skip(sample, "wrong_resolution",
+                              f"latents of {written}x{written} frames, not {self.resolution}")
+        clip = self.sampler.sample(len(latents), rng)
+        if clip is None:
+            return self._skip(sample, "too_short", f"{len(latents)} frames")
+        item = self.sampler.arrange(latents[clip.indices].float(), clip)
+        if "video" not in item:
+            raise ValueError(f"latent shards serve clip samplers that return 'video' (keyframes, clip), not "
+                             f"{type(self.sampler).__name__}; use video shards for this stage.")
+        item["latents"] = item.pop("video")
+        if "text" in tensors:
+            item.update(text_embedding=tensors["text"].float(), text_mask=tensors["text_mask"].bool())
+        if self.null_text is not None:
+            item.update(null_text_embedding=self.null_text["text"].float(),
+                        null_text_mask=self.null_text["text_mask"].bool())
+        return {**item, "caption": caption, "meta": meta}
 
     def _skip(self, sample: dict, reason: str, detail: object) -> None:
         key = sample["__key__"]

@@ -24,7 +24,8 @@ class KeyframesModule(StageModule):
     ``unet`` is the frozen T2I backbone bundle (UNet, text encoder, schedule; config group ``model/unet``);
     it and the MoVQ are frozen and saved by reference (``unet_path``, ``movq_path``).
     Batches hold ``video`` (B, F, 3, H, W) in [-1, 1] (or precomputed ``latents`` (B, F, C, h, w)),
-    ``positions`` (B, F) frame indices on the source timeline and ``caption`` (B strings).
+    ``positions`` (B, F) frame indices on the source timeline and ``caption`` (B strings), and from latent
+    shards ``text_embedding`` (B, L, D), ``text_mask`` (B, L) (+ ``null_text_*``, the empty prompt's).
     Captions are dropped to the empty prompt with probability ``caption_dropout`` for guidance.
     ``timesteps``: "scalar" (one noise level per clip) or "vectorized" (FVDM: per-frame levels (B, F) drawn by
     PTSS, independent per frame with probability ``ptss_p``, per clip or per batch by ``ptss_granularity``;
@@ -90,13 +91,27 @@ class KeyframesModule(StageModule):
                              "use the keyframes sampler with the same num_frames.")
         return z0
 
-    def _loss(self, batch: dict[str, Any], captions: list[str], generator: torch.Generator,
+    def text(self, batch: dict[str, Any], drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text states (B, L, D) and mask (B, L) bool of the batch, the empty prompt's where ``drop`` (B,) is set:
+        precomputed ones (``text_embedding`` from latent shards) or the frozen text encoder's."""
+        if "text_embedding" not in batch:
+            return self.backbone.text_encoder.encode(["" if d else c for c, d in zip(batch["caption"], drop.tolist())])
+        context, mask = batch["text_embedding"], batch["text_mask"]
+        if not drop.any():
+            return context, mask
+        if "null_text_embedding" not in batch:
+            raise ValueError("caption dropout with precomputed text embeddings needs the empty prompt's; set "
+                             "data.datamodule.train.null_text_path to the null_text.safetensors of the latent shards.")
+        return (torch.where(drop[:, None, None], batch["null_text_embedding"], context),
+                torch.where(drop[:, None], batch["null_text_mask"], mask))
+
+    def _loss(self, batch: dict[str, Any], drop: torch.Tensor, generator: torch.Generator,
               t: torch.Tensor | None = None, snr_gamma: float | None = None) -> torch.Tensor:
         z0 = self.latents(batch)
         noise = torch.randn(z0.shape, generator=generator, device=self.device)
         if t is None:
             t = self.training_timesteps(z0.shape[0], generator)
-        context, mask = self.backbone.text_encoder.encode(captions)
+        context, mask = self.text(batch, drop)
         pred = self.model(self.schedule.add_noise(z0, noise, t), t, context.detach(), mask, batch["positions"])
         return self.schedule.loss(pred, z0, noise, t, snr_gamma)
 
@@ -113,8 +128,7 @@ class KeyframesModule(StageModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         generator = self.batch_generator(batch_idx)
         drop = torch.rand(len(batch["caption"]), generator=generator, device=self.device) < self.caption_dropout
-        captions = ["" if d else c for c, d in zip(batch["caption"], drop.tolist())]
-        loss = self._loss(batch, captions, generator, snr_gamma=self.snr_gamma)
+        loss = self._loss(batch, drop, generator, snr_gamma=self.snr_gamma)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -123,7 +137,8 @@ class KeyframesModule(StageModule):
         b = len(batch["caption"])
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
         t = torch.linspace(0, self.schedule.num_train_timesteps - 1, b, device=self.device).long()
-        self.log("val/loss", self._loss(batch, list(batch["caption"]), generator, t), prog_bar=True, sync_dist=True)
+        keep = torch.zeros(b, dtype=torch.bool, device=self.device)
+        self.log("val/loss", self._loss(batch, keep, generator, t), prog_bar=True, sync_dist=True)
         if batch_idx == 0 and self.num_val_videos:
             captions = list(batch["caption"][: self.num_val_videos])
             latents = self.generate(captions, generator=torch.Generator(device=self.device).manual_seed(0))
