@@ -18,7 +18,7 @@ keyframe model, its short branch replaying the true keyframes). The keyframe-mod
 caption with classifier-free guidance; the interpolators use none. Prints and writes a markdown table.
 
     uv run python benchmarks/interpolation_methods.py --device cuda --mfi-dir <run>/export/interpolation \
-        --fvdm-dir <run>/export/keyframes --out docs/interpolation_methods_table.md
+        --fvdm-dir <run>/export/keyframes --out interpolation_methods.md   # a section of docs/results.md
     uv run python benchmarks/interpolation_methods.py --videos 1 --keyframes 4 --steps 2 --interpolation-steps 2
 """
 
