@@ -86,7 +86,8 @@ def test_vectorised_training_with_p0_gives_the_scalar_loss_and_gradients(tiny_co
     for cfg in (cfg_scalar, cfg_fvdm):
         torch.manual_seed(0)  # the same initial temporal weights
         module = instantiate(cfg.model, _convert_="all")
-        loss = module._loss(batch_, list(batch_["caption"]), torch.Generator().manual_seed(3))
+        keep_captions = torch.zeros(len(batch_["caption"]), dtype=torch.bool)
+        loss = module._loss(batch_, keep_captions, torch.Generator().manual_seed(3))
         loss.backward()
         results.append((loss.detach(), [p.grad.clone() for p in module.model.temporal_parameters()]))
     (loss_a, grads_a), (loss_b, grads_b) = results
