@@ -2,7 +2,8 @@
 
 Rows of the same variant (different seeds) are averaged (mean ± std over seeds); the paper's numbers sit
 beside ours, and each of the paper's claims is checked against our means: *agrees*, *disagrees*, or
-*not resolved* when the two means differ by less than the larger seed standard deviation. Only the
+*not resolved* when the two means differ by less than the larger seed standard deviation (or a row has
+a single seed). Only the
 sections between ``<!-- results:tableN -->`` and ``<!-- /results:tableN -->`` markers are replaced, so other
 sections of docs/results.md (written by hand or by other tools) stay.
 
@@ -58,7 +59,8 @@ class Stat:
         self.std = stdev(values) if len(values) > 1 else 0.0
 
     def __str__(self) -> str:
-        digits = 4 if abs(self.mean) < 1 else 2
+        size = abs(self.mean)
+        digits = 1 if size >= 100 else 2 if size >= 1 else 4 if size >= 0.01 else 6
         return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
 
 
@@ -99,8 +101,9 @@ def steps_note(groups: dict[str, dict[str, Any]]) -> str:
 
 
 def compare(a: Stat, b: Stat, higher_is_better: bool) -> str:
-    """Whether ``a`` is better than ``b``: "yes", "no", or "not resolved" within the seeds' spread."""
-    if abs(a.mean - b.mean) <= max(a.std, b.std):
+    """Whether ``a`` is better than ``b``: "yes", "no", or "not resolved" within the seeds' spread (always with
+    a single seed, which shows no spread)."""
+    if min(len(a.values), len(b.values)) < 2 or abs(a.mean - b.mean) <= max(a.std, b.std):
         return "not resolved"
     return "yes" if (a.mean > b.mean) == higher_is_better else "no"
 

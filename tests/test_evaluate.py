@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from fusionframes.config import CONFIG_DIR
 from fusionframes.evaluation.cli import run
 from fusionframes.models.interpolation_unet import InterpolationUNet
+from fusionframes.models.shapes_classifier import ShapesVideoClassifier
 from fusionframes.models.t2i import TextToImageModel
 from tests.conftest import ASSETS
 
@@ -33,13 +35,16 @@ def fake_run(root: Path, name: str, stage: str, weights: Path, config: dict) -> 
     return run_dir
 
 
-def test_text_to_video_scores_keyframe_runs_with_the_shipped_classifier(tmp_path):
+def test_text_to_video_scores_keyframe_runs_with_a_shapes_classifier(tmp_path):
     for seed in (1, 2):
         fake_run(tmp_path / "runs", f"blocks_seed{seed}", "keyframes", ASSETS / "keyframes",
                  {"seed": seed, "model": {"temporal": {"variant": "conv1d_attn1d_blocks"}}})
+    torch.manual_seed(0)
+    classifier = ShapesVideoClassifier(width=8, feature_dim=16).save_pretrained(tmp_path / "classifier")
     cfg = evaluate_config("evaluation=text_to_video", f"runs=[{tmp_path}/runs/*]", f"output_dir={tmp_path}/out",
                           "evaluation.num_videos=2", "evaluation.batch_size=2", "evaluation.steps=1",
-                          "evaluation.metrics.is_splits=1")
+                          "evaluation.metrics.is_splits=1", f"evaluation.metrics.fvd_detector={classifier}",
+                          f"evaluation.metrics.is_classifier={classifier}")
     report = run(cfg)
     assert [(r["variant"], r["seed"]) for r in report["rows"]] == [("conv1d_attn1d_blocks", 1),
                                                                    ("conv1d_attn1d_blocks", 2)]

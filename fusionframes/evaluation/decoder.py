@@ -10,6 +10,8 @@ from fusionframes.evaluation.data import take
 from fusionframes.metrics.reconstruction import VideoReconstructionMetrics, frame_lpips, load_lpips
 from fusionframes.pipeline import FusionFramesPipeline
 
+ORDER = ("psnr", "ssim", "mse", "lpips", "temporal_error")
+
 
 class DecoderEvaluation:
     """PSNR, SSIM, MSE, temporal error (and LPIPS) of the pipeline's temporal decoder and, as ``*_image_decoder``,
@@ -39,6 +41,9 @@ class DecoderEvaluation:
                     rec = rec.float().clamp(-1, 1)
                     scores = None if self.lpips is None else frame_lpips(self.lpips, rec, video)
                     results[suffix].update(rec, video, scores)
-        values = {f"{k}{suffix}": float(v) for suffix, metrics in results.items() for k, v in metrics.compute().items()}
+        values = {}
+        for suffix, metrics in results.items():
+            computed = metrics.compute()
+            values.update({f"{k}{suffix}": float(computed[k]) for k in ORDER if k in computed})
         counts = decoder.parameter_counts()
         return {**values, "params_new": float(counts["new"]), "params_total": float(counts["total"])}
