@@ -12,7 +12,8 @@
 # collect_results.py flags), LOGS (log dir, default logs), OUT (evaluation output, default outputs/ablation),
 # PY (python command, default python), TRAINER (trainer config, default gpu; cpu for a smoke test),
 # TRAIN (extra train.py overrides), EVAL (extra evaluate.py overrides), ONLY (train only the jobs whose
-# overrides match this extended regex, e.g. ONLY=mfi to redo failed runs; evaluation still covers every run).
+# overrides match this extended regex, e.g. ONLY=mfi to redo failed runs; evaluation still covers every run),
+# PARALLEL (most runs at a time, default all: a run starts when one ends).
 set -euo pipefail
 table=${1:?usage: scripts/ablation.sh <keyframes|interpolation|decoder> [seeds]}
 seeds=${2:-"1 2 3"}
@@ -37,22 +38,23 @@ case $table in
 esac
 mkdir -p "$out/$table"
 start=$SECONDS
-pids=()
+launched=0
+failed=0
 for seed in $seeds; do
   for job in "${jobs[@]}"; do
     if [ -n "${ONLY:-}" ] && ! echo "$job" | grep -qE "$ONLY"; then continue; fi
+    while [ "$(jobs -rp | wc -l)" -ge "${PARALLEL:-1000}" ]; do wait -n || failed=$((failed + 1)); done
     name="$(echo "$job" | tr ' /=' '___')_seed$seed"
     # shellcheck disable=SC2086  # $job and the optional overrides are word lists
     $py train.py experiment=ablation/$table trainer=${TRAINER:-gpu} seed=$seed $job paths.log_dir="$logs" \
       data.datamodule.num_workers=${WORKERS:-1} callbacks.progress_bar.refresh_rate=0 \
       ${STEPS:+trainer.max_steps=$STEPS} ${MAX_TIME:+trainer.max_time=$MAX_TIME} ${TRAIN:-} \
       > "$out/$table/train_$name.log" 2>&1 &
-    pids+=($!)
+    launched=$((launched + 1))
   done
 done
-failed=0
-for pid in "${pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
-echo "trained ${#pids[@]} runs of $table in $((SECONDS - start)) s; $failed failed"
+while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=$((failed + 1)); done
+echo "trained $launched runs of $table in $((SECONDS - start)) s; $failed failed"
 if [ "$failed" -gt 0 ]; then
   grep -l -E "Error|Traceback" "$out/$table"/train_*.log | head -3 | xargs -r tail -n 20
   exit 1

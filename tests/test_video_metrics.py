@@ -17,7 +17,7 @@ from fusionframes.metrics.clipsim import CLIPSIM
 from fusionframes.metrics.detectors import load_clip, load_video_classifier, load_video_features
 from fusionframes.metrics.fvd import FrechetVideoDistance
 from fusionframes.metrics.inception_score import VideoInceptionScore
-from fusionframes.metrics.reconstruction import InBetweenPSNR
+from fusionframes.metrics.reconstruction import InBetweenPSNR, frame_lpips
 from fusionframes.metrics.shapes import ShapesClassifierAccuracy, ShapesGroundTruthScores, caption_attributes
 from fusionframes.models.shapes_classifier import ATTRIBUTE_CLASSES
 
@@ -261,3 +261,15 @@ def test_fvd_is_the_same_under_bf16_autocast(scripted):
             metric.update(fake, real=False)
         values.append(float(metric.compute()))
     assert values[0] == pytest.approx(values[1], rel=1e-6) and np.isfinite(values[0])
+
+
+def test_frame_lpips_scores_every_frame_of_every_video():
+    class MeanAbs(nn.Module):  # stands in for LPIPS' network: one score (N, 1, 1, 1) per image pair
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return (a - b).abs().mean(dim=(1, 2, 3), keepdim=True)
+
+    lpips = nn.Module()
+    lpips.net = MeanAbs()
+    preds, target = torch.zeros(2, 3, 3, 4, 4), torch.zeros(2, 3, 3, 4, 4)
+    preds[1, 2] = 0.5  # only the last frame of the second video differs
+    assert frame_lpips(lpips, preds, target).tolist() == [0, 0, 0, 0, 0, 0.5]
