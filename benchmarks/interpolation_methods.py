@@ -179,8 +179,12 @@ def main(argv: list[str] | None = None) -> str:
     header = ["| s | keyframes -> frames | method | model | PSNR in-betweens (dB) | PSNR keyframes (dB) | "
               "centroid error (px) | direction accuracy | smoothness | seconds / video |",
               "|---|---|---|---|---|---|---|---|---|---|"]
+    rows: list[str] = []
     with torch.no_grad():
-        rows = [row for skip in args.skips for row in evaluate(pipe, args, skip)]
+        for skip in args.skips:  # each s's rows print as they come, so a run cut short still shows them
+            skip_rows = evaluate(pipe, args, skip)
+            print("\n".join(skip_rows), flush=True)
+            rows += skip_rows
     table = "\n".join([*header, *rows, "",
                        f"{args.videos} videos per s (ShapesWorld seed 99, {WORLD_FRAMES} frames), keyframe-model "
                        f"samplers {args.steps} DDIM steps with guidance {args.guidance}, interpolators "
