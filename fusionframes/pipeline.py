@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -30,7 +30,8 @@ from fusionframes.models.latents import LatentCodec
 from fusionframes.models.t2i import TextToImageModel
 from fusionframes.models.temporal import frame_positions
 from fusionframes.models.temporal_decoder import TemporalMoVQDecoder
-from fusionframes.utils.pretrained import require_dir
+from fusionframes.utils.pretrained import loading, require_dir
+from fusionframes.utils.validation import check_guidance, check_int, check_seed
 
 # Frame-rate modes: how many interpolation passes, and the skip s of each (paper §5: s=3, then s=1).
 FPS_MODES = {"keyframes": (), "medium": (3,), "high": (3, 1)}
@@ -49,6 +50,23 @@ def guided_denoiser(model: KeyframeUNet, context: torch.Tensor, mask: torch.Tens
         return classifier_free_guidance(cond, uncond, guidance_scale)
 
     return denoise
+
+
+def check_sampling_args(fps: str, num_inference_steps: int, guidance_scale: float, interpolation_steps: int,
+                        interpolation_guidance: float, seed: int | None, decode_chunk: int,
+                        max_steps: int | None = None, max_interpolation_steps: int | None = None,
+                        names: Mapping[str, str] | None = None) -> None:
+    """One clear error for the first invalid sampling argument, before any network runs (and, with no
+    ``max_*steps``, before any weights load); ``names`` maps an argument to the key a user set it by."""
+    key = (names or {}).get
+    if not isinstance(fps, str) or fps not in FPS_MODES:
+        raise ValueError(f"{key('fps', 'fps')}={fps!r} is not a mode; choose one of {list(FPS_MODES)}.")
+    check_int(key("num_inference_steps", "num_inference_steps"), num_inference_steps, 1, max_steps)
+    check_guidance(key("guidance_scale", "guidance_scale"), guidance_scale)
+    check_int(key("interpolation_steps", "interpolation_steps"), interpolation_steps, 1, max_interpolation_steps)
+    check_guidance(key("interpolation_guidance", "interpolation_guidance"), interpolation_guidance)
+    check_seed(key("seed", "seed"), seed)
+    check_int(key("decode_chunk", "decode_chunk"), decode_chunk, 1)
 
 
 @torch.no_grad()
@@ -109,17 +127,26 @@ class FusionFramesPipeline:
         index_path = root / "model_index.json"
         if not index_path.exists():
             raise FileNotFoundError(f"{config_key}={root} has no model_index.json; it is not a pipeline directory.")
-        index = json.loads(index_path.read_text())
-        t2i = TextToImageModel.from_pretrained(root / "t2i", config_key)
-        keyframes = KeyframeUNet.from_pretrained(keyframes_dir or root / "keyframes", t2i.unet,
-                                                 config_key="keyframes_dir")
+        with loading(config_key, index_path):
+            index = json.loads(index_path.read_text())
+            sizes = [check_int(f"{index_path}: {name}", index[name], 1)
+                     for name in ("resolution", "frame_stride", "source_fps")]
+        with loading(config_key, root / "t2i"):
+            t2i = TextToImageModel.from_pretrained(root / "t2i", config_key)
+        with loading("keyframes_dir", keyframes_dir or root / "keyframes"):
+            keyframes = KeyframeUNet.from_pretrained(keyframes_dir or root / "keyframes", t2i.unet,
+                                                     config_key="keyframes_dir")
         interp_root = require_dir(interpolation_dir or root / "interpolation", "interpolation_dir")
-        interpolation = InterpolationUNet.from_pretrained(interp_root, config_key="interpolation_dir")
-        schedule = NoiseSchedule.from_scheduler_config(dict(DDIMScheduler.load_config(interp_root / "scheduler")))
+        with loading("interpolation_dir", interp_root):
+            interpolation = InterpolationUNet.from_pretrained(interp_root, config_key="interpolation_dir")
+            schedule = NoiseSchedule.from_scheduler_config(
+                dict(DDIMScheduler.load_config(require_dir(interp_root / "scheduler", "interpolation_dir"))))
         decoder_root = decoder_dir or (root / "decoder" if (root / "decoder").exists() else None)
-        decoder = None if decoder_root is None else TemporalMoVQDecoder.from_pretrained(decoder_root, "decoder_dir")
-        return cls(t2i, keyframes, interpolation, schedule, LatentCodec.from_pretrained(root / "movq", config_key),
-                   decoder, index["resolution"], index["frame_stride"], index["source_fps"])
+        with loading("decoder_dir", decoder_root):
+            decoder = None if decoder_root is None else TemporalMoVQDecoder.from_pretrained(decoder_root, "decoder_dir")
+        with loading(config_key, root / "movq"):
+            codec = LatentCodec.from_pretrained(root / "movq", config_key)
+        return cls(t2i, keyframes, interpolation, schedule, codec, decoder, *sizes)
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         """Write every stage (fp16 safetensors + configs) and ``model_index.json`` under ``directory``."""
@@ -155,6 +182,16 @@ class FusionFramesPipeline:
         passes = FPS_MODES[mode]
         return self.source_fps / (passes[-1] if passes else self.frame_stride)
 
+    def encode_prompt(self, prompts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text(s) -> ``context`` (2B, L, D) and ``mask`` (2B, L): the B prompts, then B empty prompts (the
+        unconditional branch). Malformed prompts (not text, empty, unknown words, too long) are clear errors."""
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        if not isinstance(prompts, Sequence) or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompt must be a text or a list of texts, got {prompts!r}.")
+        if not prompts or any(not p.strip() for p in prompts):
+            raise ValueError("prompt is empty; give a text such as 'a red circle moving right'.")
+        return self.t2i.text_encoder.encode([*prompts, *[""] * len(prompts)])
+
     @torch.no_grad()
     def __call__(self, prompts: str | list[str], fps: str = "high", num_inference_steps: int = 50,
                  guidance_scale: float = 5.0, interpolation_steps: int = 10, interpolation_guidance: float = 0.25,
@@ -167,11 +204,9 @@ class FusionFramesPipeline:
         ``seconds``: wall-clock time per stage.
         ``dtype`` (e.g. torch.bfloat16 on GPUs) runs the networks under autocast.
         """
-        if fps not in FPS_MODES:
-            raise ValueError(f"fps={fps!r} is not a mode; choose one of {list(FPS_MODES)}.")
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts or any(not p.strip() for p in prompts):
-            raise ValueError("prompt is empty; give a text such as 'a red circle moving right'.")
+        check_sampling_args(fps, num_inference_steps, guidance_scale, interpolation_steps, interpolation_guidance,
+                            seed, decode_chunk, self.t2i.schedule.num_train_timesteps,
+                            self.interpolation_schedule.num_train_timesteps)
         device = self.device
         generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
         autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
@@ -179,8 +214,8 @@ class FusionFramesPipeline:
         stages = tqdm(total=2 + len(passes), desc="stages", disable=not progress)
         timer = _StageTimer(device)
         with autocast:
-            n = len(prompts)
-            context, mask = self.t2i.text_encoder.encode(prompts + [""] * n)
+            context, mask = self.encode_prompt(prompts)
+            n = len(context) // 2
             num_frames = self.keyframes.num_frames
             size = self.resolution // self.codec.factor
             positions = frame_positions(2 * n, num_frames, self.frame_stride, device)

@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from fusionframes.pipeline import FusionFramesPipeline
+from fusionframes.pipeline import FusionFramesPipeline, check_sampling_args
 from fusionframes.utils.media import image_grid, save_image, save_video, to_uint8
+from fusionframes.utils.validation import check_int
 
 
 def stage_dir(path: str | None, stage: str) -> str | None:
@@ -25,12 +26,33 @@ def output_stem(prompt: str, seed: int, index: int) -> str:
     return f"{slug}_seed{seed}_{index}"
 
 
+def check_config(cfg: DictConfig) -> torch.device:
+    """Check every ``sample.py`` value before any weights load (the prompt's words are checked by the
+    pipeline's text encoder); returns the device to run on."""
+    if not isinstance(cfg.prompt, str) or not cfg.prompt.strip():
+        raise ValueError(f"prompt must be a text such as 'a red circle moving right', got {cfg.prompt!r}.")
+    check_sampling_args(cfg.fps, cfg.steps, cfg.guidance_scale, cfg.interpolation_steps, cfg.interpolation_guidance,
+                        cfg.seed, cfg.decode_chunk, names={"num_inference_steps": "steps"})
+    check_int("num_videos", cfg.num_videos, 1)
+    for key in ("overwrite", "progress"):
+        if not isinstance(cfg[key], bool):
+            raise ValueError(f"{key} must be true or false, got {cfg[key]!r}.")
+    if not isinstance(cfg.output_dir, str) or Path(cfg.output_dir).is_file():
+        raise ValueError(f"output_dir must be a directory path, got {cfg.output_dir!r}.")
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(cfg.device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={cfg.device!r} is not a device; use auto, cpu, cuda or cuda:<index>.") from None
+
+
 def run(cfg: DictConfig) -> list[Path]:
-    """Generate ``cfg.num_videos`` videos for ``cfg.prompt``; returns the written paths (mp4, gif, png each)."""
-    if cfg.num_videos < 1:
-        raise ValueError(f"num_videos must be a positive integer, got {cfg.num_videos}.")
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
+    """Generate ``cfg.num_videos`` videos for ``cfg.prompt``; returns the written paths (mp4, gif, png each).
+
+    Refuses to overwrite earlier outputs of the same prompt and seed unless ``cfg.overwrite``.
+    """
+    device = check_config(cfg)
     out = Path(cfg.output_dir)
     stems = [output_stem(cfg.prompt, cfg.seed, i) for i in range(cfg.num_videos)]
     existing = [p for s in stems for p in out.glob(f"{s}*") if p.suffix in (".mp4", ".gif", ".png")]

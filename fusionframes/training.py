@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from fusionframes.utils.validation import check_checkpoint
+from fusionframes.utils.validation import check_run_config
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,7 @@ def _instantiate_group(cfg: DictConfig | None) -> list[Any]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured stage (resuming from ``cfg.ckpt_path`` if set); return the logged metrics."""
-    if cfg.get("ckpt_path") is not None:
-        check_checkpoint("ckpt_path", cfg.ckpt_path)
+    check_run_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)

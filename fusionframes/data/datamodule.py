@@ -13,6 +13,8 @@ from lightning.fabric.utilities.data import sized_len
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from fusionframes.utils.validation import check_int
+
 
 def _rank_and_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -144,10 +146,11 @@ class VideoDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"data.datamodule.batch_size must be a positive integer, got {batch_size}.")
-        if num_workers < 0:
-            raise ValueError(f"data.datamodule.num_workers must be >= 0, got {num_workers}.")
+        check_int("data.datamodule.batch_size", batch_size, 1)
+        if val_batch_size is not None:
+            check_int("data.datamodule.val_batch_size", val_batch_size, 1)
+        check_int("data.datamodule.num_workers", num_workers, 0)
+        check_int("data.datamodule.seed", seed, 0)
         self.train_set = train
         self.val_set = val
         self.batch_size = batch_size

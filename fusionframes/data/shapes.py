@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from fusionframes.utils.validation import is_int
+
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
 # Colour names avoid a leading vowel so every caption reads "a <colour> <shape> ...".
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -145,14 +147,14 @@ class ShapesWorld:
         holdout: Sequence[Mapping[str, str]] = (),
         split: str = "train",
     ) -> None:
-        if resolution < 16:
-            raise ValueError(f"ShapesWorld resolution must be at least 16 pixels, got {resolution}.")
-        if num_frames < 1:
-            raise ValueError(f"ShapesWorld num_frames must be at least 1, got {num_frames}.")
-        if fps < 1:
-            raise ValueError(f"ShapesWorld fps must be at least 1, got {fps}.")
-        if seed < 0:
-            raise ValueError(f"ShapesWorld seed must be a non-negative integer, got {seed}.")
+        if not is_int(resolution) or resolution < 16:
+            raise ValueError(f"ShapesWorld resolution must be at least 16 pixels, got {resolution!r}.")
+        if not is_int(num_frames) or num_frames < 1:
+            raise ValueError(f"ShapesWorld num_frames must be at least 1, got {num_frames!r}.")
+        if not is_int(fps) or fps < 1:
+            raise ValueError(f"ShapesWorld fps must be at least 1, got {fps!r}.")
+        if not is_int(seed) or seed < 0:
+            raise ValueError(f"ShapesWorld seed must be a non-negative integer, got {seed!r}.")
         if split not in SPLITS:
             raise ValueError(f"Unknown ShapesWorld split {split!r}; allowed: {', '.join(SPLITS)}.")
         self.resolution, self.num_frames, self.fps, self.seed, self.split = (

@@ -9,6 +9,7 @@ import torch
 
 from fusionframes.data.samplers import ClipSampler, frames_to_tensor
 from fusionframes.data.shapes import ShapesWorld
+from fusionframes.utils.validation import check_int
 
 
 class ShapesDataset(torch.utils.data.Dataset):
@@ -19,10 +20,8 @@ class ShapesDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, world: ShapesWorld, sampler: ClipSampler, length: int, seed: int = 0) -> None:
-        if length < 1:
-            raise ValueError(f"ShapesDataset length must be a positive integer, got {length}.")
-        if seed < 0:
-            raise ValueError(f"ShapesDataset seed must be a non-negative integer, got {seed}.")
+        check_int("ShapesDataset length", length, 1)
+        check_int("ShapesDataset seed", seed, 0)
         if world.num_frames < sampler.min_source_frames:
             raise ValueError(
                 f"The shapes world's num_frames {world.num_frames} is too short for "

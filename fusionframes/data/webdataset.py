@@ -28,6 +28,7 @@ import webdataset as wds
 from safetensors import SafetensorError
 
 from fusionframes.data.samplers import ClipSampler, frames_to_tensor
+from fusionframes.utils.validation import check_int, check_probability
 from fusionframes.utils.video_io import decode_frames, encode_video
 
 log = logging.getLogger(__name__)
@@ -117,12 +118,10 @@ class WebVideoDataset(torch.utils.data.IterableDataset):
         null_text_path: str | None = None,
     ) -> None:
         super().__init__()
-        if resolution is not None and resolution < 1:
-            raise ValueError(f"resolution must be a positive integer or None, got {resolution}.")
-        if shuffle < 0:
-            raise ValueError(f"shuffle buffer size must be >= 0 (0 disables shuffling), got {shuffle}.")
-        if not 0.0 <= max_skip_fraction <= 1.0:
-            raise ValueError(f"max_skip_fraction must lie in [0, 1], got {max_skip_fraction}.")
+        if resolution is not None:
+            check_int("data.resolution", resolution, 1)
+        check_int("shuffle buffer size (0 disables shuffling)", shuffle, 0)
+        check_probability("max_skip_fraction", max_skip_fraction)
         self.urls = urls
         self.sampler = sampler
         self.resolution = resolution

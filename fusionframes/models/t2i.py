@@ -34,7 +34,8 @@ class TextToImageModel(nn.Module):
         return cls(
             UNet2DConditionModel.from_pretrained(root / "unet", torch_dtype=torch.float32),
             ShapesTextEncoder.from_pretrained(root / "text_encoder").float(),
-            NoiseSchedule.from_scheduler_config(dict(DDPMScheduler.load_config(root / "scheduler"))),
+            NoiseSchedule.from_scheduler_config(dict(DDPMScheduler.load_config(require_dir(root / "scheduler",
+                                                                                         config_key)))),
         )
 
     @classmethod

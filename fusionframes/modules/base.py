@@ -13,6 +13,7 @@ from torch import nn
 
 from fusionframes.models.latents import LatentCodec
 from fusionframes.utils.pretrained import weights_digest
+from fusionframes.utils.validation import check_int
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -48,7 +49,7 @@ class StageModule(L.LightningModule):
         self.codec = LatentCodec.from_pretrained(movq_path, "model.movq_path")
         self.freeze("codec", movq_path)
         if resolution is not None:
-            if resolution % self.codec.factor:
+            if check_int("data.resolution", resolution, 1) % self.codec.factor:
                 raise ValueError(
                     f"data.resolution={resolution} must be divisible by the MoVQ factor {self.codec.factor}.")
             self.latent_size = resolution // self.codec.factor

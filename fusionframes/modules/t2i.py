@@ -13,7 +13,7 @@ from fusionframes.models.t2i import TextToImageModel
 from fusionframes.models.text_encoders import ShapesTextEncoder
 from fusionframes.modules.base import OptimizerFactory, StageModule
 from fusionframes.utils.media import image_grid, log_image
-from fusionframes.utils.validation import check_guidance, check_probability
+from fusionframes.utils.validation import check_guidance, check_int, check_probability
 
 
 class TextToImageModule(StageModule):
@@ -41,6 +41,8 @@ class TextToImageModule(StageModule):
         super().__init__(optimizer, lr_scheduler)
         check_probability("model.caption_dropout", caption_dropout)
         check_guidance("model.guidance_scale", guidance_scale)
+        check_int("model.num_inference_steps", num_inference_steps, 1, schedule.num_train_timesteps)
+        check_int("model.num_val_images", num_val_images, 0)
         self.model = TextToImageModel(unet, text_encoder, schedule)
         self.attach_codec(movq_path, resolution)
         self.caption_dropout = caption_dropout
