@@ -59,15 +59,15 @@ def test_signal_during_training_saves_a_checkpoint_that_resumes_exactly(signum, 
 
 WRITER = textwrap.dedent("""
     import sys, torch
-    from fusionframes.utils.checkpoint_io import AtomicCheckpointIO
     atomic, path = sys.argv[1] == "atomic", sys.argv[2]
+    if atomic:
+        from fusionframes.utils.checkpoint_io import AtomicCheckpointIO
+        save = AtomicCheckpointIO().save_checkpoint
+    else:
+        save = torch.save
     weights = torch.zeros(16_000_000)  # 64 MB: a write takes long enough to be caught in the middle
-    for version in range(1, 1000):
-        checkpoint = {"version": version, "weights": weights.fill_(version)}
-        if atomic:
-            AtomicCheckpointIO().save_checkpoint(checkpoint, path)
-        else:
-            torch.save(checkpoint, path)
+    for version in range(1, 100_000):
+        save({"version": version, "weights": weights.fill_(version)}, path)
         print(version, flush=True)
 """)
 
@@ -83,18 +83,18 @@ def test_kill_during_a_checkpoint_write(atomic, tmp_path):
     full = path.stat().st_size
     partial = path.with_name("last.ckpt.tmp") if atomic else path
     deadline = time.monotonic() + 60
-    while not (partial.exists() and 0 < partial.stat().st_size < full):  # version 2 is being written
+    while not (partial.exists() and partial.stat().st_size < full):  # version 2 is being written
         assert time.monotonic() < deadline and proc.poll() is None, "never caught a write in progress"
     proc.kill()
     proc.wait()
-    assert 0 < partial.stat().st_size < full  # the kill did land in the middle of the write
+    assert partial.stat().st_size < full  # the kill did land in the middle of the write
     if atomic:
         checkpoint = torch.load(path, weights_only=True)
         assert checkpoint["version"] == 1 and bool((checkpoint["weights"] == 1).all())
         AtomicCheckpointIO().save_checkpoint({"version": 3}, path)  # the stale .tmp does not get in the way
         assert torch.load(path)["version"] == 3 and not partial.exists()
     else:
-        with pytest.raises(RuntimeError):
+        with pytest.raises((RuntimeError, EOFError)):  # truncated, or emptied by the open and not yet written
             torch.load(path, weights_only=True)
 
 
