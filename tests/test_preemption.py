@@ -18,6 +18,9 @@ from fusionframes.training import train
 from fusionframes.utils.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import ROOT, TINY_MODEL, TINY_RUN
 
+# One intra-op thread here (conftest) and in the train.py process: steady step times on a busy machine, and
+# the same arithmetic on both sides of a resume.
+pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = ["model.num_val_images=0", "trainer.val_check_interval=100000", "trainer.limit_val_batches=0"]
 
 
@@ -38,7 +41,8 @@ def test_signal_during_training_saves_a_checkpoint_that_resumes_exactly(signum, 
         [sys.executable, str(ROOT / "train.py"), "experiment=shapes/t2i", *overrides, "trainer.max_steps=100000",
          "callbacks.model_checkpoint.every_n_train_steps=2", f"data.datamodule.num_workers={workers}",
          f"paths.log_dir={tmp_path}", f"hydra.run.dir={run}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
     _wait_for(run / "checkpoints" / "step_0000002.ckpt", proc)
     os.killpg(proc.pid, signum)
     _, stderr = proc.communicate(timeout=300)

@@ -16,6 +16,9 @@ import torch
 
 from fusionframes.training import train
 
+# One intra-op thread (conftest): the soak measures drift, and a second OpenMP thread on a shared 2-core machine
+# makes step times swing with other processes' load.
+pytestmark = pytest.mark.usefixtures("one_thread")
 STEPS = 300
 FAST = ["model.num_val_images=0", "trainer.val_check_interval=100000", "trainer.limit_val_batches=0",
         "trainer.log_every_n_steps=10", "data.datamodule.num_workers=2"]
@@ -44,16 +47,6 @@ class ResourceProbe(L.Callback):
         self.path.write_text(json.dumps({"times": self.times, "rss": self.rss}))
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: the soak measures drift, and on a shared 2-core machine a second OpenMP thread
-    makes step times swing with other processes' load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _soak(tiny_config, tmp_path: Path, steps: int, leak_mib: float = 0.0, run: str = "a") -> dict[str, list[float]]:
     probe = tmp_path / f"{run}-probe.json"
     train(tiny_config("shapes/t2i", *FAST, f"trainer.max_steps={steps}",
@@ -67,7 +60,7 @@ def _windows(values: list[float], steps: int) -> tuple[list[float], list[float]]
     return values[steps // 6: steps // 2], values[2 * steps // 3:]
 
 
-def test_soak_memory_flat_and_throughput_steady(tiny_config, tmp_path, one_thread):
+def test_soak_memory_flat_and_throughput_steady(tiny_config, tmp_path):
     record = _soak(tiny_config, tmp_path, STEPS)
     assert len(record["rss"]) == STEPS
     early_rss, late_rss = _windows(record["rss"], STEPS)
@@ -87,7 +80,7 @@ def test_soak_memory_flat_and_throughput_steady(tiny_config, tmp_path, one_threa
     assert last["global_step"] == STEPS and last["callbacks"]["SkipNonFiniteSteps"]["skipped"] == 0
 
 
-def test_probe_sees_a_leak_of_one_mib_per_step(tiny_config, tmp_path, one_thread):
+def test_probe_sees_a_leak_of_one_mib_per_step(tiny_config, tmp_path):
     """Control: the same measurement on a run that keeps 1 MiB per step reports the growth."""
     steps = 60
     early, late = _windows(_soak(tiny_config, tmp_path, steps, leak_mib=1.0)["rss"], steps)
