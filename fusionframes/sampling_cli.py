@@ -42,9 +42,15 @@ def check_config(cfg: DictConfig) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(cfg.device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device={cfg.device!r} is not a device; use auto, cpu, cuda or cuda:<index>.") from None
+        device = torch.device(cfg.device) if isinstance(cfg.device, str) else None
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={cfg.device!r} is not a device; use auto, cpu, cuda or cuda:<index>.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device={cfg.device!r} is not available here ({torch.cuda.device_count()} CUDA devices); "
+                         "use device=auto or cpu.")
+    return device
 
 
 def run(cfg: DictConfig) -> list[Path]:
