@@ -1,7 +1,13 @@
-"""Shared fixtures: Hydra configs composed exactly as `train.py` composes them, shrunk to CPU test size."""
+"""Shared fixtures: Hydra configs composed exactly as `train.py` composes them, shrunk to CPU test size.
+
+The suite runs torch on one intra-op thread (child processes too, through OMP_NUM_THREADS): its models are tiny,
+and on a 2-core machine a second OpenMP thread competing with DataLoader workers makes their steps several times
+slower.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +18,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from fusionframes.config import CONFIG_DIR
+
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "fusionframes" / "assets" / "shapes"

@@ -5,6 +5,7 @@ the probe would see one."""
 from __future__ import annotations
 
 import json
+import mmap
 import statistics
 import time
 from pathlib import Path
@@ -38,7 +39,12 @@ class ResourceProbe(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.leak_mib:
-            self._kept.append(torch.ones(int(self.leak_mib * 2**18)))  # float32: 2**18 per MiB
+            # Fresh pages (an anonymous mapping, written): freed heap memory of earlier tests in the same
+            # process could otherwise serve a tensor without the RSS growing.
+            size = int(self.leak_mib * 2**20)
+            kept = mmap.mmap(-1, size)
+            kept.write(b"\x01" * size)
+            self._kept.append(kept)
         self.times.append(time.perf_counter())
         processes = [self.process, *self.process.children(recursive=True)]
         self.rss.append(sum(p.memory_info().rss for p in processes) / 2**20)
