@@ -123,11 +123,3 @@ def tiny_config(tmp_path: Path):
     return make
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op torch thread for the test (restored after). On a shared 2-core machine a second OpenMP
-    thread makes tiny-model steps several times slower whenever other processes are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

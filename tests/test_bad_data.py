@@ -17,7 +17,6 @@ from fusionframes.data.webdataset import WebVideoDataset, write_shards
 from fusionframes.training import train
 from fusionframes.utils.video_io import encode_video
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: steady step times on a busy machine
 FAST = ["model.num_val_images=0", "trainer.val_check_interval=100000", "trainer.limit_val_batches=0"]
 
 

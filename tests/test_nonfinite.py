@@ -14,7 +14,6 @@ import torch
 from fusionframes.callbacks.nonfinite import SkipNonFiniteSteps
 from fusionframes.training import train
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: steady step times on a busy machine
 FAST = ["model.num_val_images=0", "trainer.val_check_interval=100000", "trainer.limit_val_batches=0",
         "callbacks.model_checkpoint.every_n_train_steps=1"]
 

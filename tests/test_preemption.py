@@ -20,7 +20,6 @@ from tests.conftest import ROOT, TINY_MODEL, TINY_RUN
 
 # One intra-op thread here (conftest) and in the train.py process: steady step times on a busy machine, and
 # the same arithmetic on both sides of a resume.
-pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = ["model.num_val_images=0", "trainer.val_check_interval=100000", "trainer.limit_val_batches=0"]
 
 

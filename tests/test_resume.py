@@ -15,7 +15,6 @@ from fusionframes.data.webdataset import write_shards
 from fusionframes.training import train
 
 # No validation; a checkpoint every step; StepLR halves the learning rate every step.
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: steady step times on a busy machine
 FAST = ["model.num_val_images=0", "trainer.val_check_interval=100000", "trainer.limit_val_batches=0",
         "callbacks.model_checkpoint.every_n_train_steps=1",
         "+model.lr_scheduler._target_=torch.optim.lr_scheduler.StepLR", "+model.lr_scheduler._partial_=true",

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import lightning as L
 import psutil
-import pytest
 import torch
 
 from fusionframes.training import train
 
 # One intra-op thread (conftest): the soak measures drift, and a second OpenMP thread on a shared 2-core machine
 # makes step times swing with other processes' load.
-pytestmark = pytest.mark.usefixtures("one_thread")
 STEPS = 300
 FAST = ["model.num_val_images=0", "trainer.val_check_interval=100000", "trainer.limit_val_batches=0",
         "trainer.log_every_n_steps=10", "data.datamodule.num_workers=2"]
