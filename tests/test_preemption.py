@@ -68,7 +68,7 @@ WRITER = textwrap.dedent("""
         save = AtomicCheckpointIO().save_checkpoint
     else:
         save = torch.save
-    weights = torch.zeros(16_000_000)  # 64 MB: a write takes long enough to be caught in the middle
+    weights = torch.zeros(128_000_000)  # 512 MB: long enough to catch a write in the middle, even when busy
     for version in range(1, 100_000):
         save({"version": version, "weights": weights.fill_(version)}, path)
         print(version, flush=True)
