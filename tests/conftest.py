@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from fusionframes.config import CONFIG_DIR
+from fusionframes.utils.random_kandinsky3 import random_kandinsky3_dir, word_level_t5
 
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
@@ -66,37 +67,20 @@ for _name in ("interpolation", "interpolation_mfi"):
 
 def tiny_t5(words: list[str]):
     """A tiny random transformers T5 encoder and a word-level tokenizer over ``words``, built offline."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-
-    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *words])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
-                                        unk_token="<unk>")
     torch.manual_seed(0)
-    config = T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8, vocab_size=len(vocab))
-    return T5EncoderModel(config), tokenizer
+    return word_level_t5(words, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8)
 
 
 @pytest.fixture(scope="session")
 def tiny_kandinsky3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Kandinsky 3 pipeline directory: unet/, text_encoder/ + tokenizer/ (T5), scheduler/."""
-    from diffusers import DDPMScheduler, Kandinsky3UNet
-
     from fusionframes.models.text_encoders import shapes_vocabulary
 
-    root = tmp_path_factory.mktemp("kandinsky3")
-    torch.manual_seed(0)
-    unet = Kandinsky3UNet(in_channels=4, time_embedding_dim=32, groups=4, attention_head_dim=8, layers_per_block=2,
-                          block_out_channels=(16, 32), cross_attention_dim=16, encoder_hid_dim=16)
-    unet.save_pretrained(root / "unet")
-    encoder, tokenizer = tiny_t5(shapes_vocabulary())
-    encoder.save_pretrained(root / "text_encoder")
-    tokenizer.save_pretrained(root / "tokenizer")
-    DDPMScheduler(beta_schedule="squaredcos_cap_v2").save_pretrained(root / "scheduler")
-    return root
+    return random_kandinsky3_dir(
+        tmp_path_factory.mktemp("kandinsky3"), shapes_vocabulary(),
+        unet=dict(in_channels=4, time_embedding_dim=32, groups=4, attention_head_dim=8, layers_per_block=2,
+                  block_out_channels=(16, 32), cross_attention_dim=16, encoder_hid_dim=16),
+        t5=dict(d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8))
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
