@@ -1,14 +1,26 @@
-"""What ``sample.py`` does: load a pipeline, generate videos for a prompt, write mp4, gif and keyframe strip."""
+"""What ``sample.py`` does: load a pipeline, generate videos for a prompt (or between two keyframes with
+``inbetween.method``), write mp4, gif and keyframe strip."""
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
-from fusionframes.pipeline import FusionFramesPipeline, check_sampling_args
+from fusionframes.models.backward_motion import BackwardKeyframeUNet
+from fusionframes.pipeline import FPS_MODES, FusionFramesPipeline, check_sampling_args
+from fusionframes.sampling.time_reversal.inbetween import (
+    inbetween,
+    load_backward,
+    load_keyframe,
+    method_config,
+    methods,
+    needs_backward,
+)
 from fusionframes.utils.media import image_grid, save_image, save_video, to_uint8
 from fusionframes.utils.validation import check_int
 
@@ -50,7 +62,47 @@ def check_config(cfg: DictConfig) -> torch.device:
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise ValueError(f"device={cfg.device!r} is not available here ({torch.cuda.device_count()} CUDA devices); "
                          "use device=auto or cpu.")
+    check_inbetween(cfg)
     return device
+
+
+def check_inbetween(cfg: DictConfig) -> DictConfig | None:
+    """The method config of an inbetweening run (None for text-to-video), its ``inbetween`` values checked."""
+    settings = cfg.inbetween
+    if settings.method is None:
+        if settings.start is not None or settings.end is not None:
+            raise ValueError(f"inbetween.start/end are set but inbetween.method is not; choose one of {methods()}.")
+        return None
+    for key in ("start", "end"):
+        if not isinstance(settings[key], str) or not settings[key]:
+            raise ValueError(f"inbetween.{key} must be the path of an image file or a .safetensors keyframe latent, "
+                             f"got {settings[key]!r}.")
+    check_int("inbetween.num_frames", settings.num_frames, 3)
+    if settings.settings is not None and not isinstance(settings.settings, Mapping):
+        raise ValueError(f"inbetween.settings must be a mapping of sampler settings such as {{num_steps: 10}}, got "
+                         f"{settings.settings!r}.")
+    method = method_config(settings.method, settings.settings)
+    if needs_backward(method) and not (isinstance(settings.backward_dir, str) and settings.backward_dir):
+        raise ValueError(f"inbetween.method={settings.method} needs inbetween.backward_dir, an export of "
+                         "experiment=gi_backward (<run>/export/gi_backward).")
+    return method
+
+
+def load_pipeline(cfg: DictConfig, keyframes_dir: str | None) -> FusionFramesPipeline:
+    return FusionFramesPipeline.from_pretrained(
+        cfg.pipeline_dir, keyframes_dir, stage_dir(cfg.interpolation_dir, "interpolation"),
+        stage_dir(cfg.decoder_dir, "decoder"))
+
+
+def save_outputs(pipeline: FusionFramesPipeline, out: Path, stems: list[str], videos: torch.Tensor,
+                 keyframes: torch.Tensor, fps: str) -> list[Path]:
+    """mp4 + gif of each video (B, N, 3, H, W) and a png strip of its decoded keyframe latents (B, F, C, h, w)."""
+    keyframe_frames = pipeline.codec.decode(keyframes.float()).clamp(-1, 1)
+    written: list[Path] = []
+    for stem, video, frames in zip(stems, videos, keyframe_frames):
+        written += save_video(to_uint8(video), out / stem, fps=round(pipeline.fps(fps)))
+        written.append(save_image(image_grid(frames), out / f"{stem}_keyframes.png"))
+    return written
 
 
 def run(cfg: DictConfig) -> list[Path]:
@@ -59,22 +111,51 @@ def run(cfg: DictConfig) -> list[Path]:
     Refuses to overwrite earlier outputs of the same prompt and seed unless ``cfg.overwrite``.
     """
     device = check_config(cfg)
+    method = check_inbetween(cfg)
     out = Path(cfg.output_dir)
-    stems = [output_stem(cfg.prompt, cfg.seed, i) for i in range(cfg.num_videos)]
+    name = cfg.prompt if method is None else f"{cfg.inbetween.method} {cfg.prompt}"
+    stems = [output_stem(name, cfg.seed, i) for i in range(cfg.num_videos)]
     existing = [p for s in stems for p in out.glob(f"{s}*") if p.suffix in (".mp4", ".gif", ".png")]
     if existing and not cfg.overwrite:
         raise FileExistsError(f"{existing[0]} already exists; pass overwrite=true or another output_dir or seed.")
-    pipeline = FusionFramesPipeline.from_pretrained(
-        cfg.pipeline_dir, stage_dir(cfg.keyframes_dir, "keyframes"), stage_dir(cfg.interpolation_dir, "interpolation"),
-        stage_dir(cfg.decoder_dir, "decoder")).to(device)
+    if method is not None:
+        return run_inbetween(cfg, method, device, out, stems)
+    pipeline = load_pipeline(cfg, stage_dir(cfg.keyframes_dir, "keyframes")).to(device)
     result = pipeline([cfg.prompt] * cfg.num_videos, fps=cfg.fps, num_inference_steps=cfg.steps,
                       guidance_scale=cfg.guidance_scale, interpolation_steps=cfg.interpolation_steps,
                       interpolation_guidance=cfg.interpolation_guidance, seed=cfg.seed, decode_chunk=cfg.decode_chunk,
                       progress=cfg.progress, dtype=torch.bfloat16 if device.type == "cuda" else None)
     print(" | ".join(f"{stage}: {sec:.2f} s" for stage, sec in result["seconds"].items()))
-    keyframe_frames = pipeline.codec.decode(result["keyframes"].float()).clamp(-1, 1)
-    written: list[Path] = []
-    for stem, video, keyframes in zip(stems, result["video"], keyframe_frames):
-        written += save_video(to_uint8(video), out / stem, fps=round(pipeline.fps(cfg.fps)))
-        written.append(save_image(image_grid(keyframes), out / f"{stem}_keyframes.png"))
-    return written
+    return save_outputs(pipeline, out, stems, result["video"], result["keyframes"], cfg.fps)
+
+
+def run_inbetween(cfg: DictConfig, method: DictConfig, device: torch.device, out: Path,
+                  stems: list[str]) -> list[Path]:
+    """``cfg.num_videos`` videos from ``inbetween.start`` to ``inbetween.end``: the method's F keyframes between
+    them (frame_stride apart), then the interpolation passes of ``fps``."""
+    settings = cfg.inbetween
+    keyframes_dir = stage_dir(cfg.keyframes_dir, "keyframes")
+    backward_dir = None
+    if needs_backward(method):
+        backward_dir = stage_dir(settings.backward_dir, "gi_backward")
+        trained_on = BackwardKeyframeUNet.read_config(backward_dir, "inbetween.backward_dir").get("forward_dir")
+        if keyframes_dir is None and trained_on is not None and Path(trained_on).is_dir():
+            keyframes_dir = trained_on  # the forward model the backward one was trained on
+    pipeline = load_pipeline(cfg, keyframes_dir).to(device)
+    start, end = (load_keyframe(settings[key], f"inbetween.{key}", pipeline.codec, pipeline.resolution)
+                  .expand(cfg.num_videos, -1, -1, -1) for key in ("start", "end"))
+    backward = None if backward_dir is None else load_backward(
+        backward_dir, pipeline, keyframes_dir or Path(cfg.pipeline_dir) / "keyframes")
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    began = time.perf_counter()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        keyframes = inbetween(pipeline, start, end, cfg.prompt, method, settings.num_frames, backward, generator,
+                              cfg.progress)
+        latents = keyframes
+        for skip in FPS_MODES[cfg.fps]:
+            latents = pipeline.interpolation.interpolate(latents, skip, pipeline.interpolation_schedule,
+                                                         cfg.interpolation_steps, cfg.interpolation_guidance,
+                                                         generator=generator, progress=cfg.progress)
+        video = pipeline.decode(latents, cfg.decode_chunk).float().clamp(-1, 1)
+    print(f"inbetweening ({settings.method}), interpolation and decoding: {time.perf_counter() - began:.2f} s")
+    return save_outputs(pipeline, out, stems, video, keyframes, cfg.fps)
