@@ -15,7 +15,11 @@ Interpolation, ``--mfi-dir``: an export of ``experiment=interpolation_mfi``), ``
 [0, t, t, t, 0, ...] over windows of keyframes, with the shipped scalar-trained keyframe model and, with
 ``--fvdm-dir``, an FVDM-trained one), ``zerosmooth`` (two 2x stages in the inclusive layout over the shipped
 keyframe model, its short branch replaying the true keyframes). The keyframe-model samplers use the true
-caption with classifier-free guidance; the interpolators use none. Prints and writes a markdown table.
+caption with classifier-free guidance; the interpolators use none. The time-reversal samplers ``trf``, ``vibid``,
+``mpd_trf`` and ``mpd_vibid`` (``conf/inbetween``; Motion Prior Distillation over TRF and ViBiD) fill each pair of
+keyframes as a 5-frame clip with the keyframe model as image-to-video model (the ``--fvdm-dir`` model if given,
+else the shipped one), all pairs of a video in one batch, at their configs' settings with ``--inbetween-steps``
+steps. Prints and writes a markdown table.
 
     uv run python benchmarks/interpolation_methods.py --device cuda --mfi-dir <run>/export/interpolation \
         --fvdm-dir <run>/export/keyframes --out interpolation_methods.md   # a section of docs/results.md
@@ -34,18 +38,23 @@ import torch
 from omegaconf import OmegaConf
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
+from fusionframes.config import CONFIG_DIR
 from fusionframes.data.samplers import frames_to_tensor
 from fusionframes.data.shapes import ShapesWorld
 from fusionframes.metrics.shapes import Track, classify_motion, measure, smoothness
-from fusionframes.models.interpolation_unet import InterpolationUNet
+from fusionframes.models.interpolation_unet import InterpolationUNet, interleave
 from fusionframes.models.keyframe_unet import KeyframeUNet
+from fusionframes.models.temporal import refine_positions
 from fusionframes.pipeline import FusionFramesPipeline
 from fusionframes.sampling.fvdm import FVDMSampler
+from fusionframes.sampling.time_reversal.base import build_sampler
+from fusionframes.sampling.time_reversal.denoiser import I2VDenoiser
 from fusionframes.sampling.zerosmooth import ZeroSmoothConfig, ZeroSmoothSampler
 from fusionframes.utils.media import image_grid, save_image, to_uint8
 from fusionframes.utils.resolvers import ASSETS_DIR
 
 BETWEEN = 3
+INBETWEEN = ("trf", "vibid", "mpd_trf", "mpd_vibid")  # time-reversal samplers, configs of conf/inbetween
 WORLD_FRAMES = 400  # conf/data/shapes.yaml: the training world's length sets the speed of motion per frame
 
 #: method(keyframe latents (1, T, C, h, w), positions (1, T), caption, generator) -> latents (1, 4T-3, C, h, w)
@@ -91,15 +100,37 @@ def methods(pipe: FusionFramesPipeline, args: argparse.Namespace) -> dict[str, t
         context, mask = text(caption)
         return zerosmooth(context, mask, positions.repeat(2, 1), tuple(keyframes.shape), keyframes, g)[-1]
 
+    def inbetween(model: KeyframeUNet, name: str) -> Method:
+        config = OmegaConf.load(CONFIG_DIR / "inbetween" / f"{name}.yaml")
+        OmegaConf.update(config, "base.num_steps" if "base" in config else "num_steps", args.inbetween_steps)
+
+        def method(keyframes: torch.Tensor, positions: torch.Tensor, caption: str,
+                   g: torch.Generator) -> torch.Tensor:
+            pairs = keyframes.shape[1] - 1  # one clip [start, 3 in-betweens, end] per pair of keyframes, one batch
+            context, mask = text(caption)
+            context = context.repeat_interleave(pairs, dim=0)  # [caption, ""] -> B captions then B empty ones
+            mask = None if mask is None else mask.repeat_interleave(pairs, dim=0)
+            clip_positions = refine_positions(torch.stack([positions[0, :-1], positions[0, 1:]], dim=1), BETWEEN + 1)
+            denoiser = I2VDenoiser(model, schedule, context, mask, clip_positions - clip_positions[:, :1])
+            clips = build_sampler(config, denoiser=denoiser, schedule=schedule).sample(
+                keyframes[0, :-1], keyframes[0, 1:], BETWEEN + 2, generator=g)
+            return interleave(keyframes, clips[None, :, 1:-1])
+
+        return method
+
     found = {"fusionframes": ("shipped interpolator", lambda skip: interpolator(pipe.interpolation, skip))}
     if args.mfi_dir:
         mfi = InterpolationUNet.from_pretrained(args.mfi_dir, config_key="--mfi-dir").to(device).eval()
         found["mfi"] = (str(args.mfi_dir), lambda skip: interpolator(mfi, skip))
     found["fvdm (scalar-trained)"] = ("shipped keyframes", lambda skip: fvdm(pipe.keyframes))
+    i2v = ("shipped keyframes", pipe.keyframes)
     if args.fvdm_dir:
         trained = KeyframeUNet.from_pretrained(args.fvdm_dir, pipe.t2i.unet, config_key="--fvdm-dir").to(device)
         found["fvdm"] = (str(args.fvdm_dir), lambda skip: fvdm(trained.eval()))
+        i2v = (str(args.fvdm_dir), trained.eval())
     found["zerosmooth"] = ("shipped keyframes", lambda skip: zerosmooth_method)
+    for name in INBETWEEN:
+        found[name] = (i2v[0], lambda skip, name=name: inbetween(i2v[1], name))
     return found
 
 
@@ -168,6 +199,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--interpolation-steps", type=int, default=10)
     parser.add_argument("--interpolation-guidance", type=float, default=0.25)
     parser.add_argument("--fvdm-window", type=int, default=4, help="keyframes per FVDM sampling window")
+    parser.add_argument("--inbetween-steps", type=int, default=25,
+                        help="steps of the time-reversal samplers (trf, vibid, mpd_*; the MPD paper's 25)")
     parser.add_argument("--zerosmooth", nargs="*", default=[], metavar="KEY=VALUE",
                         help="ZeroSmoothConfig overrides, e.g. lambda_schedule=constant lambda_value=0.5")
     parser.add_argument("--seed", type=int, default=0)
@@ -190,7 +223,8 @@ def main(argv: list[str] | None = None) -> str:
                        f"samplers {args.steps} DDIM steps with guidance {args.guidance}, interpolators "
                        f"{args.interpolation_steps} steps with w={args.interpolation_guidance}, FVDM windows of "
                        f"{args.fvdm_window} keyframes, ZeroSmooth {' '.join(args.zerosmooth) or 'defaults'} "
-                       f"(inclusive layout, 2 stages of 2x), {device}."])
+                       f"(inclusive layout, 2 stages of 2x), time-reversal samplers {args.inbetween_steps} steps "
+                       f"at their conf/inbetween settings, {device}."])
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,12 +20,14 @@ def test_every_method_fills_the_same_true_keyframes_and_lands_in_the_table(tmp_p
     InterpolationUNet(copy.deepcopy(t2i.unet), null_context[0], null_mask[0], "mfi").save_pretrained(tmp_path / "mfi")
     out = tmp_path / "table.md"
     table = main(["--device", "cpu", "--videos", "1", "--keyframes", "3", "--skips", "3", "--steps", "1",
-                  "--interpolation-steps", "1", "--mfi-dir", str(tmp_path / "mfi"), "--fvdm-dir",
-                  str(ASSETS / "keyframes"), "--out", str(out), "--zerosmooth", "lambda_schedule=constant",
-                  "lambda_value=0.5", "--strips", str(tmp_path / "strips")])
+                  "--interpolation-steps", "1", "--inbetween-steps", "5", "--mfi-dir", str(tmp_path / "mfi"),
+                  "--fvdm-dir", str(ASSETS / "keyframes"), "--out", str(out), "--zerosmooth",
+                  "lambda_schedule=constant", "lambda_value=0.5", "--strips", str(tmp_path / "strips")])
     assert out.read_text() == table + "\n"
     rows = {line.split(" | ")[2]: line.split(" | ") for line in table.splitlines() if line.startswith("| 3 |")}
-    assert list(rows) == ["ground truth", "fusionframes", "mfi", "fvdm (scalar-trained)", "fvdm", "zerosmooth"]
+    # 5 time-reversal steps: MPD distils in the first (floor(0.3 * 5) = floor(0.2 * 5) = 1) over both bases.
+    assert list(rows) == ["ground truth", "fusionframes", "mfi", "fvdm (scalar-trained)", "fvdm", "zerosmooth",
+                          "trf", "vibid", "mpd_trf", "mpd_vibid"]
     for name, cells in rows.items():
         assert cells[1] == "3 -> 9"
         if name != "ground truth":
@@ -33,5 +35,8 @@ def test_every_method_fills_the_same_true_keyframes_and_lands_in_the_table(tmp_p
             assert psnr > 0 and keyframe_psnr > 0 and error >= 0 and 0 <= direction <= 1 and seconds > 0
     # The shipped interpolator keeps the true keyframes and, even at one step, lands near the true frames.
     assert float(rows["fusionframes"][4]) > 20 and float(rows["fusionframes"][5]) > 25
-    assert "lambda_schedule=constant lambda_value=0.5" in table
+    assert "lambda_schedule=constant lambda_value=0.5" in table and "time-reversal samplers 5 steps" in table
+    # The time-reversal samplers run the --fvdm-dir model and keep the true keyframes (up to the decoder's round trip).
+    for name in ("trf", "vibid", "mpd_trf", "mpd_vibid"):
+        assert rows[name][3] == str(ASSETS / "keyframes") and float(rows[name][5]) > 25
     assert (tmp_path / "strips" / "s3.png").is_file()
