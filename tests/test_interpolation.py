@@ -222,3 +222,14 @@ def test_one_training_step_per_experiment_trains_the_whole_model(experiment, tin
     trained = ckpt["state_dict"]
     assert all(torch.equal(v, trained[f"model.{k}"]) for k, v in model.state_dict().items())
     assert any(layer.alpha.item() != 0 for layer in model.temporal.values())  # gradients reached alpha
+
+
+@pytest.mark.parametrize("mode", ["fusionframes", "mfi"])
+def test_a_bf16_model_takes_float32_inputs_as_under_deepspeed_bf16(mode: str) -> None:
+    model, _, _ = build(mode=mode)
+    x = inputs(model)
+    with torch.no_grad():
+        reference = model(**x)
+        out = model.to(torch.bfloat16)(**x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, atol=0.1, rtol=0.1)

@@ -223,3 +223,16 @@ def test_init_from_weights_without_text_projection(tmp_path: Path) -> None:
         assert torch.allclose(conditioned(**inputs), model(**inputs), atol=1e-6)
     with pytest.raises(ValueError, match="does not fit this model"):
         KeyframeUNet(tiny_unet2d(), "conv3d_attn1d_blocks").load_temporal_weights(tmp_path)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_a_bf16_model_takes_float32_inputs_as_under_deepspeed_bf16(backbone):
+    """DeepSpeed's bf16 casts the whole module to bf16 and runs it without autocast; noisy latents and text
+    states made in float32 inside the training step must still reach the UNet in its dtype."""
+    model = perturb(KeyframeUNet(BACKBONES[backbone]()))
+    inputs = batch()
+    with torch.no_grad():
+        reference = model(**inputs)
+        out = model.to(torch.bfloat16)(**inputs)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, atol=0.1, rtol=0.1)

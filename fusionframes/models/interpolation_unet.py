@@ -254,8 +254,9 @@ class InterpolationUNet(nn.Module):
         emb = self.condition_embedding(skip, perturbation)
         self._context = _CallContext(num_frames=f, emb=repeat(emb, "b d -> (b f) d", f=f))
         try:
-            out = self.unet(self._unet_input(sample, keyframes), repeat(timestep, "b -> (b f)", f=f),
-                            encoder_hidden_states=repeat(self.null_context, "l d -> n l d", n=b * f).to(sample.dtype),
+            dtype = self.unet.dtype  # DeepSpeed's bf16 casts the whole module, without autocast
+            out = self.unet(self._unet_input(sample, keyframes).to(dtype), repeat(timestep, "b -> (b f)", f=f),
+                            encoder_hidden_states=repeat(self.null_context, "l d -> n l d", n=b * f).to(dtype),
                             encoder_attention_mask=repeat(self.null_mask, "l -> n l", n=b * f),
                             return_dict=False)[0]
         finally:

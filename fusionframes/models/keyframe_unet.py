@@ -282,8 +282,10 @@ class KeyframeUNet(nn.Module):
             frame_emb = frame_emb + repeat(self.temporal["text_projection"](pooled), "b d -> (b f) d", f=f)
         self._context = TemporalContext(num_frames=f, frame_emb=frame_emb)
         try:
-            out = self.unet(rearrange(sample, "b f c h w -> (b f) c h w"), timesteps,
-                            encoder_hidden_states=repeat(encoder_hidden_states, "b l d -> (b f) l d", f=f),
+            # In the UNet's dtype: DeepSpeed's bf16 casts the whole module, without autocast.
+            dtype = self.unet.dtype
+            out = self.unet(rearrange(sample.to(dtype), "b f c h w -> (b f) c h w"), timesteps,
+                            encoder_hidden_states=repeat(encoder_hidden_states.to(dtype), "b l d -> (b f) l d", f=f),
                             encoder_attention_mask=repeat(encoder_attention_mask, "b l -> (b f) l", f=f),
                             return_dict=False)[0]
         finally:
