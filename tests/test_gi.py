@@ -213,6 +213,9 @@ def test_gi_config_builds_the_sampler_and_bad_settings_are_clear_errors():
     assert linear.weights(torch.zeros(1, 5)).flatten().tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
     with pytest.raises(ValueError, match=r"inbetween.method='gie' is not allowed; choose one of \[.*'gi'"):
         method_config("gie")
+    with pytest.raises(ValueError, match=r"inbetween.settings.base.recurrence is not a setting of mpd_trf; its "
+                                         r"settings are \['base', 'gamma'"):
+        method_config("mpd_trf", {"base": {"recurrence": 1}})
     with pytest.raises(TypeError, match="must wrap a BackwardKeyframeUNet"):
         GISampler(i2v(forward), SCHEDULE, i2v(forward))
     with pytest.raises(ValueError, match="backward_weight must be a number in"):
@@ -313,20 +316,22 @@ def test_sample_py_inbetweening_writes_its_video_and_bad_inputs_are_clear_errors
     BackwardKeyframeUNet(KeyframeUNet.from_pretrained(ASSETS / "keyframes", unet)).save_pretrained(
         tmp_path / "backward", forward_dir=ASSETS / "keyframes")
 
-    def config(*overrides: str):
+    def config(*overrides: str, settings: str = "{num_steps: 1, recurrence: 1}"):
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             return compose("sample", overrides=[
                 f"prompt={PROMPT}", f"output_dir={tmp_path / 'out'}", "progress=false", "device=cpu", "fps=keyframes",
                 "inbetween.method=gi", f"inbetween.start={tmp_path / 'start.png'}",
                 f"inbetween.end={tmp_path / 'end.safetensors'}", f"inbetween.backward_dir={tmp_path / 'backward'}",
-                "inbetween.num_frames=4", "inbetween.settings={num_steps: 1, recurrence: 1}", *overrides])
+                "inbetween.num_frames=4", f"inbetween.settings={settings}", *overrides])
 
     paths = run(config())
     assert sorted(p.suffix for p in paths) == [".gif", ".mp4", ".png"] and all(p.exists() for p in paths)
     assert paths[0].name.startswith("gi_a_red_triangle")
     mp4 = next(p for p in paths if p.suffix == ".mp4")
     assert decode_video(mp4.read_bytes()).shape == (4, 64, 64, 3)
+    trf = run(config("inbetween.method=trf", "inbetween.backward_dir=null", "fps=medium", settings="{num_steps: 1}"))
+    assert decode_video(next(p for p in trf if p.suffix == ".mp4").read_bytes()).shape == (13, 64, 64, 3)
 
     for overrides, error, message in [
         (["inbetween.method=gie"], ValueError, r"inbetween.method='gie' is not allowed; choose one of \[.*'gi'"),
@@ -337,6 +342,7 @@ def test_sample_py_inbetweening_writes_its_video_and_bad_inputs_are_clear_errors
          "inbetween.start=.* is 32x32 pixels; this pipeline's frames are 64x64"),
         ([f"inbetween.end={tmp_path / 'end.png'}", "inbetween.num_frames=2"], ValueError,
          "inbetween.num_frames must be an integer >= 3"),
+        (["inbetween.settings.recurrence=-1"], ValueError, "recurrence must be an integer >= 0, got -1"),
     ]:
         with pytest.raises(error, match=message):
             run(config("overwrite=true", *overrides))

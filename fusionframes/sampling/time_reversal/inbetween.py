@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError
 from PIL import Image, UnidentifiedImageError
 from safetensors.torch import load_file
 from torch import Tensor
@@ -39,11 +41,22 @@ def methods() -> list[str]:
     return sorted(path.stem for path in METHODS_DIR.glob("*.yaml"))
 
 
-def method_config(method: str, settings: Mapping[str, Any] | None = None, key: str = "inbetween.method") -> DictConfig:
-    """``conf/inbetween/<method>.yaml`` with ``settings`` (e.g. ``{"num_steps": 10}``) merged over it."""
-    check_choice(key, method, methods())
+def method_config(method: str, settings: Mapping[str, Any] | None = None, key: str = "inbetween") -> DictConfig:
+    """``conf/inbetween/<method>.yaml`` with ``settings`` (e.g. ``{"num_steps": 10}``) merged over it; ``key``
+    names the method (``<key>.method``) and the settings (``<key>.settings``) in errors."""
+    check_choice(f"{key}.method", method, methods())
     config = OmegaConf.load(METHODS_DIR / f"{method}.yaml")
-    return OmegaConf.merge(config, settings) if settings else config
+    if not settings:
+        return config
+    OmegaConf.set_struct(config, True)
+    try:
+        config = OmegaConf.merge(config, settings)
+    except ConfigKeyError as error:
+        known = sorted(k for k in config if k != "_target_")
+        raise ValueError(f"{key}.settings.{error.full_key} is not a setting of {method}; its settings are "
+                         f"{known}.") from None
+    OmegaConf.set_struct(config, False)
+    return config
 
 
 def needs_backward(config: Mapping[str, Any]) -> bool:
@@ -104,4 +117,10 @@ def inbetween(pipeline: FusionFramesPipeline, start: Tensor, end: Tensor, prompt
             raise ValueError("GI needs a backward-motion model; set inbetween.backward_dir to an export of "
                              "experiment=gi_backward.")
         runtime["backward"] = I2VDenoiser(backward, schedule, context, mask, positions)
-    return build_sampler(config, **runtime).sample(start, end, num_frames, generator, progress)
+    try:
+        sampler = build_sampler(config, **runtime)
+    except InstantiationException as error:  # a bad setting: the sampler's own one-sentence error
+        if isinstance(error.__cause__, ValueError):
+            raise error.__cause__ from None
+        raise
+    return sampler.sample(start, end, num_frames, generator, progress)
