@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lightning.pytorch.strategies import DeepSpeedStrategy
 
 from fusionframes.data.shapes import ShapesWorld
 from fusionframes.data.webdataset import write_shards
+from fusionframes.strategies.deepspeed import ResizableDeepSpeedStrategy, saved_world_size
 from fusionframes.training import train
 from tests.conftest import ASSETS, TINY_RUN, compose_config
 
@@ -42,6 +44,19 @@ def test_preset_trains_one_step_with_tiny_stand_ins(preset, shards, tiny_kandins
 
 def test_zero1_preset_asks_deepspeed_for_stage_1():
     cfg = compose_config(["experiment=paper/keyframes_blocks", "model.unet.path=/x"], ASSETS)
-    assert cfg.trainer.strategy._target_ == "lightning.pytorch.strategies.DeepSpeedStrategy"
+    assert cfg.trainer.strategy._target_ == "fusionframes.strategies.deepspeed.ResizableDeepSpeedStrategy"
+    assert issubclass(ResizableDeepSpeedStrategy, DeepSpeedStrategy)
     assert cfg.trainer.strategy.stage == 1 and cfg.trainer.precision == "bf16-mixed"
     assert cfg.trainer.accumulate_grad_batches == 2 and cfg.data.datamodule.batch_size == 1
+
+
+def test_the_saved_world_size_of_a_zero_checkpoint_is_its_number_of_optimiser_partitions(tmp_path):
+    """What decides whether a resume goes through DeepSpeed's universal format (the conversion itself runs on
+    GPUs: docs/distributed.md, 4 -> 2 H200s)."""
+    tag = tmp_path / "last.ckpt" / "checkpoint"
+    tag.mkdir(parents=True)
+    (tag / "mp_rank_00_model_states.pt").touch()
+    assert saved_world_size(tmp_path / "last.ckpt") == 0
+    for rank in range(4):
+        (tag / f"bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").touch()
+    assert saved_world_size(tmp_path / "last.ckpt") == 4
