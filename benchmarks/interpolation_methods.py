@@ -18,11 +18,13 @@ keyframe model, its short branch replaying the true keyframes). The keyframe-mod
 caption with classifier-free guidance; the interpolators use none. The time-reversal samplers ``trf``, ``vibid``,
 ``mpd_trf`` and ``mpd_vibid`` (``conf/inbetween``; Motion Prior Distillation over TRF and ViBiD) fill each pair of
 keyframes as a 5-frame clip with the keyframe model as image-to-video model (the ``--fvdm-dir`` model if given,
-else the shipped one), all pairs of a video in one batch, at their configs' settings with ``--inbetween-steps``
-steps. Prints and writes a markdown table.
+else the shipped one), all pairs of a video in one batch, at their configs' settings (``--inbetween`` overrides
+them); ``gi`` (Generative Inbetweening, ``--gi-backward``: an export of ``experiment=gi_backward`` trained on that
+model) does the same with its backward-motion model. Prints and writes a markdown table.
 
     uv run python benchmarks/interpolation_methods.py --device cuda --mfi-dir <run>/export/interpolation \
-        --fvdm-dir <run>/export/keyframes --out interpolation_methods.md   # a section of docs/results.md
+        --fvdm-dir <run>/export/keyframes --gi-backward <run>/export/gi_backward \
+        --out interpolation_methods.md   # a section of docs/results.md
     uv run python benchmarks/interpolation_methods.py --videos 1 --keyframes 4 --steps 2 --interpolation-steps 2
 """
 
@@ -35,13 +37,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from fusionframes.config import CONFIG_DIR
 from fusionframes.data.samplers import frames_to_tensor
 from fusionframes.data.shapes import ShapesWorld
 from fusionframes.metrics.shapes import Track, classify_motion, measure, smoothness
+from fusionframes.models.backward_motion import BackwardKeyframeUNet
 from fusionframes.models.interpolation_unet import InterpolationUNet, interleave
 from fusionframes.models.keyframe_unet import KeyframeUNet
 from fusionframes.models.temporal import refine_positions
@@ -69,6 +72,18 @@ def synchronize(device: torch.device) -> None:
 def centroid_error(track: Track, truth: Track, frames: np.ndarray) -> float:
     """Mean distance (px) between measured and true centroids over ``frames`` (NaN-aware)."""
     return float(np.nanmean(np.linalg.norm(track.centroid[frames] - truth.centroid[frames], axis=1)))
+
+
+def inbetween_config(name: str, overrides: list[str]) -> DictConfig:
+    """``conf/inbetween/<name>.yaml`` with the ``KEY=VALUE`` overrides it has: a key the config lacks goes to its
+    base sampler's config (MPD's ``base``) if that has it, and is skipped otherwise."""
+    config = OmegaConf.load(CONFIG_DIR / "inbetween" / f"{name}.yaml")
+    for key, value in OmegaConf.from_dotlist(overrides).items():
+        for node in (config, config.get("base")):
+            if node is not None and key in node:
+                node[key] = value
+                break
+    return config
 
 
 def methods(pipe: FusionFramesPipeline, args: argparse.Namespace) -> dict[str, tuple[str, Method]]:
@@ -100,9 +115,8 @@ def methods(pipe: FusionFramesPipeline, args: argparse.Namespace) -> dict[str, t
         context, mask = text(caption)
         return zerosmooth(context, mask, positions.repeat(2, 1), tuple(keyframes.shape), keyframes, g)[-1]
 
-    def inbetween(model: KeyframeUNet, name: str) -> Method:
-        config = OmegaConf.load(CONFIG_DIR / "inbetween" / f"{name}.yaml")
-        OmegaConf.update(config, "base.num_steps" if "base" in config else "num_steps", args.inbetween_steps)
+    def inbetween(model: KeyframeUNet, name: str, backward: BackwardKeyframeUNet | None = None) -> Method:
+        config = inbetween_config(name, args.inbetween)
 
         def method(keyframes: torch.Tensor, positions: torch.Tensor, caption: str,
                    g: torch.Generator) -> torch.Tensor:
@@ -111,9 +125,12 @@ def methods(pipe: FusionFramesPipeline, args: argparse.Namespace) -> dict[str, t
             context = context.repeat_interleave(pairs, dim=0)  # [caption, ""] -> B captions then B empty ones
             mask = None if mask is None else mask.repeat_interleave(pairs, dim=0)
             clip_positions = refine_positions(torch.stack([positions[0, :-1], positions[0, 1:]], dim=1), BETWEEN + 1)
-            denoiser = I2VDenoiser(model, schedule, context, mask, clip_positions - clip_positions[:, :1])
-            clips = build_sampler(config, denoiser=denoiser, schedule=schedule).sample(
-                keyframes[0, :-1], keyframes[0, 1:], BETWEEN + 2, generator=g)
+            clip_positions = clip_positions - clip_positions[:, :1]
+            runtime = {"denoiser": I2VDenoiser(model, schedule, context, mask, clip_positions), "schedule": schedule}
+            if backward is not None:  # GI's backward-motion model, same text and positions
+                runtime["backward"] = I2VDenoiser(backward, schedule, context, mask, clip_positions)
+            clips = build_sampler(config, **runtime).sample(keyframes[0, :-1], keyframes[0, 1:], BETWEEN + 2,
+                                                            generator=g)
             return interleave(keyframes, clips[None, :, 1:-1])
 
         return method
@@ -131,6 +148,10 @@ def methods(pipe: FusionFramesPipeline, args: argparse.Namespace) -> dict[str, t
     found["zerosmooth"] = ("shipped keyframes", lambda skip: zerosmooth_method)
     for name in INBETWEEN:
         found[name] = (i2v[0], lambda skip, name=name: inbetween(i2v[1], name))
+    if args.gi_backward:
+        forward_dir = args.fvdm_dir or Path(args.pipeline_dir) / "keyframes"  # the weights it must be trained on
+        backward = BackwardKeyframeUNet.from_pretrained(args.gi_backward, i2v[1], forward_dir, "--gi-backward")
+        found["gi"] = (str(args.gi_backward), lambda skip: inbetween(i2v[1], "gi", backward.to(device).eval()))
     return found
 
 
@@ -189,6 +210,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--pipeline-dir", default=str(ASSETS_DIR / "shapes"))
     parser.add_argument("--mfi-dir", type=Path, help="export of an experiment=interpolation_mfi run")
     parser.add_argument("--fvdm-dir", type=Path, help="export of an experiment=keyframes_fvdm run")
+    parser.add_argument("--gi-backward", type=Path,
+                        help="export of an experiment=gi_backward run on the --fvdm-dir model (or the shipped one)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skips", type=int, nargs="+", default=[3, 12],
                         help="s: in-betweens s source frames apart (3: 2 -> 8 fps; 12: 0.5 -> 2 fps)")
@@ -199,14 +222,23 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--interpolation-steps", type=int, default=10)
     parser.add_argument("--interpolation-guidance", type=float, default=0.25)
     parser.add_argument("--fvdm-window", type=int, default=4, help="keyframes per FVDM sampling window")
-    parser.add_argument("--inbetween-steps", type=int, default=25,
-                        help="steps of the time-reversal samplers (trf, vibid, mpd_*; the MPD paper's 25)")
+    parser.add_argument("--inbetween", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="settings of the time-reversal samplers (conf/inbetween) where they have them, "
+                             "e.g. num_steps=10 recurrence=1")
     parser.add_argument("--zerosmooth", nargs="*", default=[], metavar="KEY=VALUE",
                         help="ZeroSmoothConfig overrides, e.g. lambda_schedule=constant lambda_value=0.5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--strips", type=Path, help="write the first video of every method as s<s>.png here")
     args = parser.parse_args(argv)
+    known = set()
+    for name in (*INBETWEEN, "gi"):
+        config = inbetween_config(name, [])
+        known |= {key for key in [*config, *config.get("base", {})] if key not in ("_target_", "base")}
+    unknown = sorted(set(OmegaConf.from_dotlist(args.inbetween)) - known)
+    if unknown:
+        parser.error(f"--inbetween {unknown[0]} is not a setting of the conf/inbetween samplers; use one of "
+                     f"{sorted(known)}.")
     pipe = FusionFramesPipeline.from_pretrained(args.pipeline_dir).to(args.device)
     device = torch.cuda.get_device_name() if pipe.device.type == "cuda" else "CPU"
     header = ["| s | keyframes -> frames | method | model | PSNR in-betweens (dB) | PSNR keyframes (dB) | "
@@ -223,8 +255,8 @@ def main(argv: list[str] | None = None) -> str:
                        f"samplers {args.steps} DDIM steps with guidance {args.guidance}, interpolators "
                        f"{args.interpolation_steps} steps with w={args.interpolation_guidance}, FVDM windows of "
                        f"{args.fvdm_window} keyframes, ZeroSmooth {' '.join(args.zerosmooth) or 'defaults'} "
-                       f"(inclusive layout, 2 stages of 2x), time-reversal samplers {args.inbetween_steps} steps "
-                       f"at their conf/inbetween settings, {device}."])
+                       f"(inclusive layout, 2 stages of 2x), time-reversal samplers at their conf/inbetween "
+                       f"settings{' with ' + ' '.join(args.inbetween) if args.inbetween else ''}, {device}."])
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
