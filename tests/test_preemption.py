@@ -16,6 +16,7 @@ import torch
 
 from fusionframes.training import train
 from fusionframes.utils.checkpoint_io import AtomicCheckpointIO
+from fusionframes.utils.validation import check_checkpoint
 from tests.conftest import ROOT, TINY_MODEL, TINY_RUN
 
 # One intra-op thread here (conftest) and in the train.py process: steady step times on a busy machine, and
@@ -143,3 +144,15 @@ def test_truncated_checkpoint_is_a_clear_error(tiny_config, tmp_path):
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="is not a readable checkpoint .* truncated"):
         train(tiny_config("shapes/t2i", f"ckpt_path={truncated}", run="b"))
+
+
+def test_a_checkpoint_directory_must_be_a_complete_deepspeed_checkpoint(tmp_path):
+    directory = tmp_path / "last.ckpt"
+    directory.mkdir()
+    with pytest.raises(ValueError, match=f"ckpt_path={directory} is a directory but not a complete DeepSpeed"):
+        check_checkpoint("ckpt_path", directory)
+    (directory / "latest").write_text("checkpoint")
+    with pytest.raises(ValueError, match="not a complete DeepSpeed"):
+        check_checkpoint("ckpt_path", directory)  # 'latest' names a tag that is missing
+    (directory / "checkpoint").mkdir()
+    check_checkpoint("ckpt_path", directory)

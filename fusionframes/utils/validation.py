@@ -65,10 +65,18 @@ def check_seed(key: str, value: Any) -> None:
 
 def check_checkpoint(key: str, path: Any) -> None:
     """A Lightning checkpoint file that exists and is a complete zip archive (torch.save's format);
-    reads only its directory at the end, so a truncated or overwritten file is caught before the run."""
+    reads only its directory at the end, so a truncated or overwritten file is caught before the run.
+    A directory must be a DeepSpeed checkpoint (``trainer=deepspeed_zero1``): DeepSpeed's ``latest`` names
+    the tag directory it loads."""
     if not isinstance(path, (str, Path)):
         raise ValueError(f"{key} must be the path of a .ckpt file, got {path!r}.")
     p = Path(path)
+    if p.is_dir():
+        latest = p / "latest"
+        if not latest.is_file() or not (p / latest.read_text().strip()).is_dir():
+            raise ValueError(f"{key}={p} is a directory but not a complete DeepSpeed checkpoint (its 'latest' file "
+                             "must name a tag directory beside it); give a .ckpt file or a DeepSpeed checkpoint.")
+        return
     if not p.is_file():
         raise FileNotFoundError(f"{key}={p} does not exist; give a .ckpt file written by train.py.")
     try:
