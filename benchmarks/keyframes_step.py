@@ -17,6 +17,7 @@ Each model is built fresh, so no hooks of another variant are attached. On CUDA:
 
     uv run python benchmarks/keyframes_step.py --device cpu --dtype fp32 --steps 3
     uv run python benchmarks/keyframes_step.py --backbone kandinsky3 --size paper --device cuda --out k3.md
+    uv run python benchmarks/keyframes_step.py --size paper --device cuda --peer   # vs AnimateDiff on SD-1.5 size
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import UNet2DConditionModel
+from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from diffusers.models.unets.unet_kandinsky3 import Kandinsky3UNet
 from diffusers.utils import logging as diffusers_logging
 from einops import rearrange, repeat
@@ -156,9 +157,42 @@ def measure_variant(run: Run, variant: str, checkpointing: bool, fused: bool = F
     return *timed(step, run.device, run.steps, run.warmup), model.parameter_counts()["temporal"]
 
 
+def measure_animatediff(run: Run, checkpointing: bool, fused: bool = False) -> tuple[float, float | None, int]:
+    """(ms, peak GiB, motion parameters) of the AnimateDiff-style peer's training step on the same 2D UNet:
+    diffusers' ``UNetMotionModel.from_unet2d`` with a fresh ``MotionAdapter`` (its defaults: 2 motion layers per
+    block, 8 heads, a mid-block motion module), the 2D weights frozen (``freeze_unet2d_params``), forward,
+    backward and AdamW over the motion modules."""
+    unet2d = build(run.size, run.device, torch.float32)
+    config = unet2d.config
+    adapter = MotionAdapter(block_out_channels=config.block_out_channels, motion_norm_num_groups=config.norm_num_groups,
+                            motion_layers_per_block=config.layers_per_block)
+    model = UNetMotionModel.from_unet2d(unet2d, adapter).to(run.device)
+    model.freeze_unet2d_params()
+    model.to(run.dtype)
+    motion = [p for p in model.parameters() if p.requires_grad]
+    for p in motion:
+        p.data = p.data.float()
+    model.train()
+    if checkpointing:
+        model.enable_gradient_checkpointing()
+    optimizer = torch.optim.AdamW(motion, lr=1e-4, fused=fused or None)
+    sample = rearrange(run.sample, "b f c h w -> b c f h w")
+    context = repeat(run.context, "b l d -> (b f) l d", f=sample.shape[2])  # per frame, as AnimateDiffPipeline does
+    target = torch.randn_like(sample, dtype=torch.float32)
+
+    def step() -> None:
+        with run.autocast():
+            out = model(sample, run.timestep, encoder_hidden_states=context).sample
+        (out.float() - target).square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return *timed(step, run.device, run.steps, run.warmup), sum(p.numel() for p in motion)
+
+
 def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.dtype, variants: list[str],
               steps: int, warmup: int, frames: int, batch: int, checkpointing: bool, fused: bool = False,
-              spatial: bool = False) -> str:
+              spatial: bool = False, peer: bool = False) -> str:
     size = SIZES[backbone, size_name]
     torch.manual_seed(0)
     run = Run(size, device, dtype, steps, warmup,
@@ -171,6 +205,9 @@ def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.
     rows = [("frozen 2D UNet fwd+bwd (to input)", base_ms, base_peak, 0),
             ("2D UNet fwd+bwd with weight gradients", full_ms, full_peak, 0)]
     rows += [(variant, *measure_variant(run, variant, checkpointing, fused, spatial)) for variant in variants]
+    if peer:
+        rows.append(("AnimateDiff peer (UNetMotionModel + MotionAdapter)",
+                     *measure_animatediff(run, checkpointing, fused)))
 
     header = [f"{backbone} / {size_name}: {frozen_params / 1e6:,.1f}M frozen parameters, {batch}x{frames} frames of "
               f"{size.latent}x{size.latent} latents, text {size.tokens}x{size.text_dim}, {dtype}, {device} "
@@ -199,13 +236,18 @@ def main() -> None:
     parser.add_argument("--spatial-checkpointing", action="store_true",
                         help="activation checkpointing of the frozen UNet's blocks")
     parser.add_argument("--fused-adam", action="store_true", help="AdamW(fused=True) for the temporal parameters")
+    parser.add_argument("--peer", action="store_true",
+                        help="also the AnimateDiff-style peer on the same 2D UNet (unet2d backbones only)")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     args = parser.parse_args()
+    if args.peer and args.backbone != "unet2d":
+        parser.error(f"--peer needs --backbone unet2d (diffusers' MotionAdapter inflates a UNet2DConditionModel), "
+                     f"got --backbone {args.backbone}.")
     diffusers_logging.set_verbosity_error()
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     table = benchmark(args.backbone, args.size, torch.device(args.device), dtype, args.variants, args.steps,
                       args.warmup, args.frames, args.batch, args.checkpointing, args.fused_adam,
-                      args.spatial_checkpointing)
+                      args.spatial_checkpointing, args.peer)
     print(table)
     if args.out is not None:
         args.out.write_text(table + "\n")

@@ -1,0 +1,37 @@
+"""benchmarks/keyframes_step.py: every row of the table runs, the AnimateDiff peer included, on a tiny UNet."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import MotionAdapter, UNet2DConditionModel
+
+from benchmarks import keyframes_step
+
+TINY = keyframes_step.Size(lambda: UNet2DConditionModel(
+    block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16, layers_per_block=1,
+    attention_head_dim=8), 8, 5, 16)
+
+
+def test_the_table_has_both_references_our_variant_and_the_animatediff_peer(monkeypatch):
+    monkeypatch.setitem(keyframes_step.SIZES, ("unet2d", "tiny"), TINY)
+    table = keyframes_step.benchmark("unet2d", "tiny", torch.device("cpu"), torch.float32, ["conv1d_attn1d_blocks"],
+                                     steps=1, warmup=1, frames=3, batch=1, checkpointing=False, peer=True)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
+    assert {"frozen 2D UNet fwd+bwd (to input)", "conv1d_attn1d_blocks",
+            "AnimateDiff peer (UNetMotionModel + MotionAdapter)"} <= set(rows)
+    peer = rows["AnimateDiff peer (UNetMotionModel + MotionAdapter)"]
+    assert float(peer[1].replace(",", "")) > 0 and float(peer[-1].strip(" |M")) > 0
+
+
+def test_the_peer_trains_only_its_motion_modules():
+    run = keyframes_step.Run(TINY, torch.device("cpu"), torch.float32, steps=1, warmup=1,
+                             sample=torch.randn(1, 3, 4, 8, 8), context=torch.randn(1, 5, 16),
+                             mask=torch.ones(1, 5, dtype=torch.bool), timestep=torch.tensor([10]))
+    ms, peak, motion = keyframes_step.measure_animatediff(run, checkpointing=False)
+    unet = TINY.make_unet()
+    adapter = MotionAdapter(block_out_channels=unet.config.block_out_channels,
+                            motion_norm_num_groups=unet.config.norm_num_groups,
+                            motion_layers_per_block=unet.config.layers_per_block)
+    assert ms > 0 and peak is None
+    assert motion == sum(p.numel() for p in adapter.parameters())  # exactly the motion modules train
