@@ -29,8 +29,8 @@ class DecoderEvaluation:
         if pipeline.decoder is None:
             raise ValueError("the pipeline has no temporal decoder to evaluate; set decoder_dir or runs.")
         codec, decoder = pipeline.codec, pipeline.decoder
-        results = {"": VideoReconstructionMetrics(self.lpips is not None),
-                   "_image_decoder": VideoReconstructionMetrics(self.lpips is not None)}
+        results = {suffix: VideoReconstructionMetrics(self.lpips is not None).to(self.device)
+                   for suffix in ("", "_image_decoder")}
         dtype = torch.bfloat16 if self.device.type == "cuda" else None
         for clips in self.clips.split(self.cfg.batch_size):
             video = clips.to(self.device)

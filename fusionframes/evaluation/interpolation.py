@@ -61,7 +61,7 @@ class InterpolationEvaluation:
         cfg = self.cfg
         dtype = torch.bfloat16 if self.device.type == "cuda" else None
         decode = pipeline.decode if cfg.temporal_decoder else pipeline.codec.decode
-        passes = [VideoReconstructionMetrics(with_lpips=self.lpips is not None) for _ in cfg.skips]
+        passes = [VideoReconstructionMetrics(with_lpips=self.lpips is not None).to(self.device) for _ in cfg.skips]
         ground_truth = ShapesGroundTruthScores()
         seconds = [0.0] * len(cfg.skips)
         generator = torch.Generator(self.device).manual_seed(seed)
