@@ -18,6 +18,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import DDIMScheduler
@@ -172,6 +173,15 @@ class FusionFramesPipeline:
                 module.to(device).eval()
         return self
 
+    def compile(self, **kwargs: Any) -> FusionFramesPipeline:
+        """``torch.compile`` the denoisers (the keyframe model and the interpolator) and the temporal decoder in
+        place (``nn.Module.compile``); ``kwargs`` go to ``torch.compile`` (``mode="max-autotune"``, ...). The
+        first call of each input shape compiles; sampling results are unchanged up to kernel rounding."""
+        for module in (self.keyframes, self.interpolation, self.decoder):
+            if module is not None:
+                module.compile(**kwargs)
+        return self
+
     @property
     def device(self) -> torch.device:
         return next(self.keyframes.parameters()).device
@@ -196,13 +206,14 @@ class FusionFramesPipeline:
     def __call__(self, prompts: str | list[str], fps: str = "high", num_inference_steps: int = 50,
                  guidance_scale: float = 5.0, interpolation_steps: int = 10, interpolation_guidance: float = 0.25,
                  seed: int | None = 0, decode_chunk: int = 16, progress: bool = True,
-                 dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+                 dtype: torch.dtype | None = None, cuda_graphs: bool = False) -> dict[str, torch.Tensor]:
         """Generate one video per prompt.
 
         Returns ``keyframes`` (B, F, C, h, w) and ``latents`` (B, N, C, h, w) latents, ``video``
         (B, N, 3, H, W) in [-1, 1], N = F, 4F-3 or 16F-15 for ``fps`` keyframes / medium / high, and
         ``seconds``: wall-clock time per stage.
-        ``dtype`` (e.g. torch.bfloat16 on GPUs) runs the networks under autocast.
+        ``dtype`` (e.g. torch.bfloat16 on GPUs) runs the networks under autocast. ``cuda_graphs``: on CUDA,
+        replay the fixed-shape interpolation passes' UNet calls as CUDA graphs (ignored on CPU).
         """
         check_sampling_args(fps, num_inference_steps, guidance_scale, interpolation_steps, interpolation_guidance,
                             seed, decode_chunk, self.t2i.schedule.num_train_timesteps,
@@ -228,7 +239,8 @@ class FusionFramesPipeline:
             for i, skip in enumerate(passes, 1):
                 latents = self.interpolation.interpolate(latents, skip, self.interpolation_schedule,
                                                          interpolation_steps, interpolation_guidance,
-                                                         generator=generator, progress=progress)
+                                                         generator=generator, progress=progress,
+                                                         cuda_graph=cuda_graphs)
                 timer.lap(f"interpolation pass {i} (s={skip})")
                 stages.update()
             video = self.decode(latents, decode_chunk)

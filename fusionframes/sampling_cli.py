@@ -46,7 +46,7 @@ def check_config(cfg: DictConfig) -> torch.device:
     check_sampling_args(cfg.fps, cfg.steps, cfg.guidance_scale, cfg.interpolation_steps, cfg.interpolation_guidance,
                         cfg.seed, cfg.decode_chunk, names={"num_inference_steps": "steps"})
     check_int("num_videos", cfg.num_videos, 1)
-    for key in ("overwrite", "progress"):
+    for key in ("overwrite", "progress", "compile", "cuda_graphs"):
         if not isinstance(cfg[key], bool):
             raise ValueError(f"{key} must be true or false, got {cfg[key]!r}.")
     if not isinstance(cfg.output_dir, str) or Path(cfg.output_dir).is_file():
@@ -121,10 +121,13 @@ def run(cfg: DictConfig) -> list[Path]:
     if method is not None:
         return run_inbetween(cfg, method, device, out, stems)
     pipeline = load_pipeline(cfg, stage_dir(cfg.keyframes_dir, "keyframes")).to(device)
+    if cfg.compile:
+        pipeline.compile()
     result = pipeline([cfg.prompt] * cfg.num_videos, fps=cfg.fps, num_inference_steps=cfg.steps,
                       guidance_scale=cfg.guidance_scale, interpolation_steps=cfg.interpolation_steps,
                       interpolation_guidance=cfg.interpolation_guidance, seed=cfg.seed, decode_chunk=cfg.decode_chunk,
-                      progress=cfg.progress, dtype=torch.bfloat16 if device.type == "cuda" else None)
+                      progress=cfg.progress, dtype=torch.bfloat16 if device.type == "cuda" else None,
+                      cuda_graphs=cfg.cuda_graphs)
     print(" | ".join(f"{stage}: {sec:.2f} s" for stage, sec in result["seconds"].items()))
     return save_outputs(pipeline, out, stems, result["video"], result["keyframes"], cfg.fps)
 

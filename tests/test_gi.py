@@ -148,7 +148,8 @@ def test_backward_weight_zero_is_forward_sampling_bit_for_bit(recurrence):
             if repeat:
                 noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
                 x = x + (sigmas[i] ** 2 - sigmas[i + 1] ** 2) ** 0.5 * noise
-            x0 = denoiser(x, t, start, 2.0)
+            uncond, cond = denoiser.pair(x, t, start)
+            x0 = uncond + 2.0 * (cond - uncond)
             x0[:, -1] = end
             x = x0 + (sigmas[i + 1] / sigmas[i]) * (x - x0)
     assert torch.equal(video, x)

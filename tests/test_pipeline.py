@@ -74,3 +74,13 @@ def test_sample_cli_writes_mp4_gif_and_strip_and_refuses_to_overwrite(tmp_path):
     assert again.returncode != 0 and "already exists; pass overwrite=true" in again.stderr
     missing = _sample(f"prompt={PROMPT}", f"keyframes_dir={tmp_path / 'nope'}", cwd=tmp_path)
     assert missing.returncode != 0 and "keyframes_dir=" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_compiled_pipeline_samples_what_the_eager_one_does():
+    """``compile()`` wraps every network with torch.compile; the "eager" backend runs Dynamo's graph capture
+    without generating kernels, so the samples are bit-identical and the test needs no compiler."""
+    eager = FusionFramesPipeline.from_pretrained(ASSETS)
+    compiled = FusionFramesPipeline.from_pretrained(ASSETS).compile(backend="eager")
+    fast = dict(FAST, decode_chunk=5, cuda_graphs=True)  # cuda_graphs is ignored on CPU
+    torch.testing.assert_close(compiled(PROMPT, fps="keyframes", seed=3, **fast)["video"],
+                               eager(PROMPT, fps="keyframes", seed=3, **fast)["video"], atol=0, rtol=0)

@@ -11,6 +11,7 @@ from fusionframes.models.keyframe_unet import KeyframeUNet
 from fusionframes.models.temporal import frame_positions
 from fusionframes.pipeline import guided_denoiser
 from fusionframes.sampling.fvdm import held_frames
+from fusionframes.sampling.time_reversal.base import guide
 from fusionframes.sampling.time_reversal.denoiser import I2VDenoiser, sigma_schedule
 from tests.test_keyframe_unet import BACKBONES, SIZE, TEXT_DIM, B, F, L, perturb
 
@@ -34,7 +35,7 @@ def test_edm_euler_with_the_i2v_denoiser_is_fvdm_image_to_video_ddim(prediction_
     timesteps, sigmas = sigma_schedule(schedule, 6)
     x = x_T * (1 + sigmas[0] ** 2) ** 0.5  # the VP sample x_T in the EDM view
     for i, t in enumerate(timesteps.tolist()):
-        x0 = denoiser(x, t, given[:, 0], scale)
+        x0 = guide(*denoiser.pair(x, t, given[:, 0]), scale)
         x = x0 + (sigmas[i + 1] / sigmas[i]) * (x - x0)
     # The reference DDIM step reads diffusers' float32 alphas_cumprod, hence float32-level agreement.
     torch.testing.assert_close(x, reference, atol=1e-5, rtol=1e-4)

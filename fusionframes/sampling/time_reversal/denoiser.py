@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fusionframes.diffusion import NoiseSchedule, classifier_free_guidance
+from fusionframes.diffusion import NoiseSchedule
 from fusionframes.models.keyframe_unet import KeyframeUNet
 
 
@@ -66,9 +66,3 @@ class I2VDenoiser:
         x0[:, 0] = torch.cat([first, first]).to(x0.dtype)
         cond, uncond = x0.chunk(2)
         return uncond, cond
-
-    def __call__(self, x: Tensor, t: int, first: Tensor, guidance_scale: float = 1.0) -> Tensor:
-        """Classifier-free-guided x0 (B, F, C, H, W); x0 is affine in the model output, so guiding x0 equals
-        guiding eps or v."""
-        uncond, cond = self.pair(x, t, first)
-        return cond if guidance_scale == 1.0 else classifier_free_guidance(cond, uncond, guidance_scale)
