@@ -42,6 +42,12 @@ def fuzz(examples: int) -> settings:
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
+def some_of(values: dict[str, st.SearchStrategy], max_size: int) -> st.SearchStrategy:
+    """Dictionaries of 1..``max_size`` keys of ``values``, each drawn from its strategy."""
+    return st.dictionaries(st.sampled_from(list(values)), st.none(), min_size=1, max_size=max_size).flatmap(
+        lambda keys: st.fixed_dictionaries({k: values[k] for k in keys}))
+
+
 def assert_clear(error: BaseException) -> None:
     """A user-facing error: (under Hydra's wrapper) ValueError, FileNotFoundError or FileExistsError with a
     message of one line that ends a sentence."""
@@ -150,8 +156,7 @@ SAMPLE_VALUES = {"prompt": st.one_of(st.text(max_size=10), ANY), "fps": ANY, "st
 
 
 @fuzz(300)
-@given(changes=st.dictionaries(st.sampled_from(list(SAMPLE_VALUES)), st.none(), min_size=1, max_size=3).flatmap(
-    lambda keys: st.fixed_dictionaries({k: SAMPLE_VALUES[k] for k in keys})))
+@given(changes=some_of(SAMPLE_VALUES, 3))
 def test_fuzz_sample_py_config(changes):
     """Every sample.yaml value is checked before weights load: a bad one makes run() fail at once, clearly."""
     cfg = copy.deepcopy(_sample_config())
@@ -253,8 +258,7 @@ TRAIN_VALUES = {
 
 
 @fuzz(60)
-@given(changes=st.dictionaries(st.sampled_from(list(TRAIN_VALUES)), st.none(), min_size=1, max_size=2).flatmap(
-    lambda keys: st.fixed_dictionaries({k: TRAIN_VALUES[k] for k in keys})))
+@given(changes=some_of(TRAIN_VALUES, 2))
 def test_fuzz_training_config_at_start_up(changes):
     """What train.py builds before the first step (config checks, datamodule, model) works or fails clearly."""
     cfg = copy.deepcopy(_train_config())

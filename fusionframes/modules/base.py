@@ -100,6 +100,23 @@ class StageModule(L.LightningModule):
         seed = int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> 1)
         return torch.Generator(device=self.device).manual_seed(seed)
 
+    def validation_draws(self, batch_idx: int, batch_size: int, num_train_timesteps: int
+                         ) -> tuple[torch.Generator, torch.Tensor]:
+        """(generator seeded by ``batch_idx``, timesteps (B,) evenly spread over the schedule): the fixed noise and
+        levels of a validation loss, so val/loss compares across training steps."""
+        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
+        t = torch.linspace(0, num_train_timesteps - 1, batch_size, device=self.device).long()
+        return generator, t
+
+    def clip_latents(self, batch: dict[str, Any], num_frames: int) -> torch.Tensor:
+        """(B, F, C, h, w) latents of a clip batch (precomputed ``latents``, or the MoVQ's encoding of ``video``),
+        F checked against ``num_frames``."""
+        z0 = batch["latents"] if "latents" in batch else self.codec.encode(batch["video"])
+        if z0.shape[1] != num_frames:
+            raise ValueError(f"the batch has {z0.shape[1]} frames but model.num_frames={num_frames}; "
+                             "use the keyframes sampler with the same num_frames.")
+        return z0
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 

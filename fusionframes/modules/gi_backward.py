@@ -76,11 +76,7 @@ class GIBackwardModule(StageModule):
 
     def latents(self, batch: dict[str, Any]) -> torch.Tensor:
         """(B, F, C, h, w) latents of the batch in forward time order."""
-        z0 = batch["latents"] if "latents" in batch else self.codec.encode(batch["video"])
-        if z0.shape[1] != self.num_frames:
-            raise ValueError(f"the batch has {z0.shape[1]} frames but model.num_frames={self.num_frames}; "
-                             "use the keyframes sampler with the same num_frames.")
-        return z0
+        return self.clip_latents(batch, self.num_frames)
 
     def _loss(self, batch: dict[str, Any], generator: torch.Generator, t: torch.Tensor | None = None) -> torch.Tensor:
         z0 = self.latents(batch)
@@ -109,8 +105,7 @@ class GIBackwardModule(StageModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Loss at fixed noise and evenly spread timesteps; GI samples between true first and last frames."""
         b = len(batch["caption"])
-        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        t = torch.linspace(0, self.schedule.num_train_timesteps - 1, b, device=self.device).long()
+        generator, t = self.validation_draws(batch_idx, b, self.schedule.num_train_timesteps)
         self.log("val/loss", self._loss(batch, generator, t), prog_bar=True, sync_dist=True)
         if batch_idx == 0 and self.num_val_videos:
             n = min(self.num_val_videos, b)

@@ -138,8 +138,7 @@ class InterpolationModule(StageModule):
         in-betweens against the true ones; for batch 0 a ground truth | interpolated clip and strip."""
         keyframes, between = self.latents(batch)
         b = keyframes.shape[0]
-        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        t = torch.linspace(0, self.schedule.num_train_timesteps - 1, b, device=self.device).long()
+        generator, t = self.validation_draws(batch_idx, b, self.schedule.num_train_timesteps)
         tp = torch.zeros(b, dtype=torch.long, device=self.device)
         loss = self._loss(keyframes, between, keyframes, batch["skip"], tp, generator, t)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=b)

@@ -85,11 +85,7 @@ class KeyframesModule(StageModule):
 
     def latents(self, batch: dict[str, Any]) -> torch.Tensor:
         """(B, F, C, h, w) latents of the batch, checked against the configured frame count."""
-        z0 = batch["latents"] if "latents" in batch else self.codec.encode(batch["video"])
-        if z0.shape[1] != self.num_frames:
-            raise ValueError(f"the batch has {z0.shape[1]} frames but model.num_frames={self.num_frames}; "
-                             "use the keyframes sampler with the same num_frames.")
-        return z0
+        return self.clip_latents(batch, self.num_frames)
 
     def text(self, batch: dict[str, Any], drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Text states (B, L, D) and mask (B, L) bool of the batch, the empty prompt's where ``drop`` (B,) is set:
@@ -135,8 +131,7 @@ class KeyframesModule(StageModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Loss at fixed noise and evenly spread timesteps; keyframe strips and a decoded clip of samples."""
         b = len(batch["caption"])
-        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        t = torch.linspace(0, self.schedule.num_train_timesteps - 1, b, device=self.device).long()
+        generator, t = self.validation_draws(batch_idx, b, self.schedule.num_train_timesteps)
         keep = torch.zeros(b, dtype=torch.bool, device=self.device)
         self.log("val/loss", self._loss(batch, keep, generator, t), prog_bar=True, sync_dist=True)
         if batch_idx == 0 and self.num_val_videos:

@@ -73,8 +73,7 @@ class TextToImageModule(StageModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Loss at fixed noise and evenly spread timesteps; a grid of real (top) and sampled (bottom) images."""
         image = batch["image"]
-        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        t = torch.linspace(0, self.model.schedule.num_train_timesteps - 1, image.shape[0], device=self.device).long()
+        generator, t = self.validation_draws(batch_idx, image.shape[0], self.model.schedule.num_train_timesteps)
         self.log("val/loss", self._loss(image, list(batch["caption"]), generator, t), prog_bar=True, sync_dist=True)
         if batch_idx == 0 and self.num_val_images:
             captions = list(batch["caption"][: self.num_val_images])
