@@ -13,6 +13,7 @@ from diffusers import UNet2DConditionModel, UNet2DModel
 from diffusers.models.unets.unet_kandinsky3 import Kandinsky3UNet
 from torch import nn
 
+from fusionframes.models.backward_motion import BackwardKeyframeUNet
 from fusionframes.models.keyframe_unet import (
     VARIANTS,
     KeyframeUNet,
@@ -236,3 +237,65 @@ def test_a_bf16_model_takes_float32_inputs_as_under_deepspeed_bf16(backbone):
         out = model.to(torch.bfloat16)(**inputs)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), reference, atol=0.1, rtol=0.1)
+
+
+def test_conv_compression_starts_as_identity_and_round_trips_and_older_configs_load_with_2(tmp_path: Path) -> None:
+    unet = tiny_unet2d()
+    model = KeyframeUNet(unet, "conv1d_attn1d_blocks", num_frames=F, conv_compression=4)
+    widths = {b.stages[0].conv.out_channels for b in model.temporal["blocks"].values()
+              if isinstance(b, TemporalConv1dBlock)}
+    assert widths == {32 // 4}
+    inputs = batch()
+    with torch.no_grad():
+        assert torch.allclose(model(**inputs), frame_by_frame(unet, inputs), atol=1e-5)
+    perturb(model).save_pretrained(tmp_path / "c4")
+    assert json.loads((tmp_path / "c4" / "config.json").read_text())["conv_compression"] == 4
+    loaded = KeyframeUNet.from_pretrained(tmp_path / "c4", tiny_unet2d())
+    assert loaded.config == model.config
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs), model(**inputs))
+
+    # Exports written before the option existed have no conv_compression: they were made with 2.
+    old = perturb(KeyframeUNet(tiny_unet2d(), "conv1d_attn1d_blocks", num_frames=F))
+    old.save_pretrained(tmp_path / "old")
+    backward_dir = BackwardKeyframeUNet(old).save_pretrained(tmp_path / "old_backward")
+    for path in (tmp_path / "old" / "config.json", backward_dir / "config.json"):
+        config = json.loads(path.read_text())
+        del config["conv_compression"]
+        path.write_text(json.dumps(config))
+    forward = KeyframeUNet.from_pretrained(tmp_path / "old", tiny_unet2d())
+    assert forward.config["conv_compression"] == 2
+    BackwardKeyframeUNet.from_pretrained(backward_dir, forward)
+    with pytest.raises(ValueError, match="was trained on a forward model with config"):
+        BackwardKeyframeUNet.from_pretrained(backward_dir, loaded)
+    with pytest.raises(ValueError, match=r"conv_compression=0 is not allowed; use an integer >= 1\."):
+        KeyframeUNet(tiny_unet2d(), "conv1d_attn1d_layers", conv_compression=0)
+
+
+def test_compiled_temporal_modules_match_eager_and_train() -> None:
+    """compile_temporal (dynamo + AOTAutograd; aot_eager keeps the test fast, inductor's kernels are checked in
+    test_temporal.py) keeps the hooks, gradient checkpointing, state-dict names, outputs and gradients."""
+    eager = perturb(KeyframeUNet(tiny_unet2d(), "conv1d_attn1d_blocks", conv_compression=4))
+    compiled = KeyframeUNet(tiny_unet2d(), "conv1d_attn1d_blocks", conv_compression=4, gradient_checkpointing=True)
+    compiled.load_temporal_state_dict(eager.temporal_state_dict())
+    blocks = compiled.temporal["blocks"]
+    with torch._dynamo.config.patch(cache_size_limit=8):  # compile_temporal raises it; restored after the test
+        try:
+            compiled.compile_temporal(backend="aot_eager")
+            assert all(block._compiled_call_impl is not None for block in blocks.values())
+            assert torch._dynamo.config.cache_size_limit == 2 * len(blocks)
+            assert compiled.temporal_state_dict().keys() == eager.temporal_state_dict().keys()
+            outputs = [model(**batch()) for model in (eager, compiled)]
+            torch.testing.assert_close(outputs[1], outputs[0])
+            for out in outputs:
+                out.square().mean().backward()
+            for a, b in zip(eager.temporal_parameters(), compiled.temporal_parameters(), strict=True):
+                torch.testing.assert_close(b.grad, a.grad)
+            before = {k: v.clone() for k, v in compiled.temporal_state_dict().items()}
+            torch.optim.AdamW(compiled.temporal_parameters(), lr=1e-2).step()
+            assert any(not torch.equal(v, before[k]) for k, v in compiled.temporal_state_dict().items())
+            assert not torch.allclose(compiled(**batch()).detach(), outputs[0], atol=1e-4)  # same graphs: grad mode
+            lazily = KeyframeUNet(tiny_unet2d(), compile=True)  # the model.temporal.compile option
+            assert all(block._compiled_call_impl is not None for block in lazily.temporal["blocks"].values())
+        finally:
+            torch._dynamo.reset()

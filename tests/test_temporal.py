@@ -27,6 +27,7 @@ B, F, C, D, GROUPS, HEAD_DIM = 2, 4, 16, 12, 4, 8
 
 MODULES: dict[str, Callable[[], nn.Module]] = {
     "conv1d_block": lambda: TemporalConv1dBlock(C, D, GROUPS),
+    "conv1d_block_compression4": lambda: TemporalConv1dBlock(C, D, GROUPS, compression=4),
     "conv3d_block": lambda: TemporalConv3dBlock(C, D, GROUPS),
     "attn1d_block": lambda: TemporalAttention1dBlock(C, D, GROUPS, HEAD_DIM),
     "attn3d_block": lambda: TemporalAttention3dBlock(C, D, GROUPS, HEAD_DIM),
@@ -133,17 +134,41 @@ def test_attn3d_has_attn1d_parameters() -> None:
     assert block1d.state_dict().keys() == block3d.state_dict().keys()
 
 
+@pytest.mark.parametrize("compression", [2, 4])
 @pytest.mark.parametrize(("channels", "emb_dim", "groups"),
                          [(8, 32, 4), (32, 128, 8), (64, 256, 32), (128, 256, 32), (320, 1280, 32)])
-def test_conv3d_parameters_match_conv1d(channels: int, emb_dim: int, groups: int) -> None:
-    conv1d, conv3d = TemporalConv1dBlock(channels, emb_dim, groups), TemporalConv3dBlock(channels, emb_dim, groups)
-    assert count(conv1d) == conv1d_block_parameters(channels, emb_dim)
-    assert count(conv3d) == conv3d_block_parameters(channels, emb_dim, matched_hidden_channels(channels, emb_dim))
+def test_conv3d_parameters_match_conv1d(channels: int, emb_dim: int, groups: int, compression: int) -> None:
+    conv1d = TemporalConv1dBlock(channels, emb_dim, groups, compression=compression)
+    conv3d = TemporalConv3dBlock(channels, emb_dim, groups, compression=compression)
+    hidden = matched_hidden_channels(channels, emb_dim, compression)
+    assert conv1d.stages[0].conv.out_channels == channels // compression
+    assert count(conv1d) == conv1d_block_parameters(channels, emb_dim, compression)
+    assert conv3d.down.out_channels == hidden
+    assert count(conv3d) == conv3d_block_parameters(channels, emb_dim, hidden)
     assert abs(count(conv3d) / count(conv1d) - 1) < 0.25
     # Kandinsky-3 sizes, by formula only (too big to build in a test).
     for c in (384, 768, 1536, 3072):
-        ratio = conv3d_block_parameters(c, 1536, matched_hidden_channels(c, 1536)) / conv1d_block_parameters(c, 1536)
+        ratio = conv3d_block_parameters(c, 1536, matched_hidden_channels(c, 1536, compression)) / (
+            conv1d_block_parameters(c, 1536, compression))
         assert abs(ratio - 1) < 0.25
+
+
+def test_compression_formula_and_the_conv3d_width_follows_it() -> None:
+    """The docstring's closed form, and a smaller Conv1D bottleneck makes the matched Conv3D block narrower."""
+    for c, d, r in ((384, 1536, 2), (384, 1536, 4), (3072, 1536, 4), (96, 256, 3)):
+        h = c // r
+        assert conv1d_block_parameters(c, d, r) == 2 * c * h + 6 * h * h + 3 * h + c + 2 * (c + 3 * h) * (d + 1)
+        assert matched_hidden_channels(c, d, 4) < matched_hidden_channels(c, d, 2)
+    assert conv1d_block_parameters(384, 1536, 4) < conv1d_block_parameters(384, 1536)
+
+
+@pytest.mark.parametrize("compression", [0, -2, 17, 2.0, True, "4"])
+def test_bad_compression_is_a_clear_error(compression: object) -> None:
+    with pytest.raises(ValueError, match=rf"conv_compression={compression!r} is not allowed; use an integer from 1 "
+                                         rf"to 16 \(it divides the 16 channels of a block\)\."):
+        TemporalConv1dBlock(C, D, GROUPS, compression=compression)
+    with pytest.raises(ValueError, match="conv_compression"):
+        TemporalConv3dBlock(C, D, GROUPS, compression=compression)
 
 
 def test_conv3d_reduction_option() -> None:
@@ -163,3 +188,19 @@ def test_frame_position_embedding() -> None:
     with pytest.raises(ValueError, match=r"\[0, 64\)"):
         embedding(frame_positions(1, 8))
 
+
+
+def test_inductor_compiled_conv1d_block_matches_eager() -> None:
+    """KeyframeUNet.compile_temporal's fused kernels (inductor, here its CPU backend) compute the same block."""
+    block = perturb(TemporalConv1dBlock(C, D, GROUPS, compression=4))
+    x, emb = inputs()
+    x.requires_grad_(True)
+    expected = block(x, F, emb)
+    (grad_x,) = torch.autograd.grad(expected.square().sum(), x)
+    block.compile(dynamic=False)
+    try:
+        out = block(x, F, emb)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.autograd.grad(out.square().sum(), x)[0], grad_x, atol=1e-5, rtol=1e-5)
+    finally:
+        torch._dynamo.reset()

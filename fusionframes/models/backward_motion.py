@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from timm.layers import Attention
 from torch import Tensor, nn
 
-from fusionframes.models.keyframe_unet import KeyframeUNet
+from fusionframes.models.keyframe_unet import CONFIG_DEFAULTS, KeyframeUNet
 from fusionframes.models.temporal import TemporalAttention3dBlock, TemporalAttentionLayer
 from fusionframes.utils.pretrained import require_dir, weights_digest
 
@@ -212,7 +212,7 @@ class BackwardKeyframeUNet(KeyframeUNet):
         """The backward model saved in ``directory``, built on ``forward`` (loaded from ``forward_dir``, if given,
         whose weights must be those it was trained against). Weights load in fp32."""
         root = require_dir(directory, config_key)
-        config = cls.read_config(root, config_key)
+        config = {**CONFIG_DEFAULTS, **cls.read_config(root, config_key)}
         if "forward_sha256" in config and forward_dir is not None:
             digest = weights_digest(Path(forward_dir) / "temporal.safetensors")
             if digest != config["forward_sha256"]:

@@ -34,6 +34,7 @@ from fusionframes.models.temporal import (
     TemporalConv1dBlock,
     TemporalConv3dBlock,
     TemporalConvLayer,
+    check_compression,
 )
 from fusionframes.utils.pretrained import require_dir
 
@@ -46,6 +47,10 @@ VARIANTS: dict[str, tuple[str, type[nn.Module], type[nn.Module]]] = {
     "conv3d_attn1d_blocks": ("blocks", TemporalConv3dBlock, TemporalAttention1dBlock),
     "conv1d_attn1d_layers": ("layers", TemporalConvLayer, TemporalAttentionLayer),
 }
+
+#: Options added to ``KeyframeUNet.config`` after models were first exported, with the value those exports used
+#: (a saved config.json without the key loads with it).
+CONFIG_DEFAULTS: dict[str, object] = {"conv_compression": 2}
 
 #: A place for a temporal module: (path in the UNet, spatial module, its output channels, "conv" | "attn").
 Site = tuple[str, nn.Module, int, str]
@@ -118,17 +123,21 @@ def count_parameters(module: nn.Module) -> int:
 
 def build_temporal(unet: nn.Module, variant: str, position_dim: int = 256, max_position: int = 1024,
                    head_dim: int = 64, conv3d_reduction: float | None = None,
-                   text_conditioning: bool = False) -> nn.ModuleDict:
+                   text_conditioning: bool = False, conv_compression: int = 2) -> nn.ModuleDict:
     """The trainable part of a ``variant`` inflation of ``unet``: ``frame_embedding``, ``blocks`` (by site key)
-    and, with ``text_conditioning``, ``text_projection`` (pooled text -> time-embedding size, zero-initialised)."""
+    and, with ``text_conditioning``, ``text_projection`` (pooled text -> time-embedding size, zero-initialised).
+    ``conv_compression``: bottleneck C -> C // conv_compression of the Conv1D blocks, whose parameter count the
+    Conv3D blocks match when ``conv3d_reduction`` is None (the layers variant has no bottleneck)."""
     sites, groups_key = _backbone(unet)
     _check_variant(variant)
+    check_compression(conv_compression)
     placement, conv_cls, attn_cls = VARIANTS[variant]
     emb_dim = unet.time_embedding.linear_2.out_features
     groups = unet.config[groups_key]
     options = {
-        TemporalConv1dBlock: dict(emb_dim=emb_dim, groups=groups),
-        TemporalConv3dBlock: dict(emb_dim=emb_dim, groups=groups, reduction=conv3d_reduction),
+        TemporalConv1dBlock: dict(emb_dim=emb_dim, groups=groups, compression=conv_compression),
+        TemporalConv3dBlock: dict(emb_dim=emb_dim, groups=groups, reduction=conv3d_reduction,
+                                  compression=conv_compression),
         TemporalConvLayer: {},
     }
     attn_options = dict(emb_dim=emb_dim, groups=groups, head_dim=head_dim)
@@ -186,12 +195,15 @@ class KeyframeUNet(nn.Module):
     ``gradient_checkpointing`` recomputes each temporal module in the backward pass and
     ``spatial_checkpointing`` each of the UNet's down, mid and up blocks (frozen spatial layers with the
     temporal modules they hold), with the context of the forward pass restored for the recomputation.
+    ``conv_compression`` sets the Conv1D blocks' bottleneck width (see ``build_temporal``; KandinskyVideo: 2).
+    ``compile`` calls ``compile_temporal()`` (torch.compile of each temporal module; the UNet stays eager).
     """
 
     def __init__(self, unet: nn.Module, variant: str = "conv1d_attn1d_blocks", num_frames: int | None = None,
                  position_dim: int = 256, max_position: int = 1024, head_dim: int = 64,
                  conv3d_reduction: float | None = None, gradient_checkpointing: bool = False,
-                 text_conditioning: bool = False, spatial_checkpointing: bool = False) -> None:
+                 text_conditioning: bool = False, spatial_checkpointing: bool = False, conv_compression: int = 2,
+                 compile: bool = False) -> None:
         super().__init__()
         sites, _ = _backbone(unet)
         _check_variant(variant)
@@ -200,9 +212,9 @@ class KeyframeUNet(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
         self.config = dict(variant=variant, num_frames=num_frames, position_dim=position_dim,
                            max_position=max_position, head_dim=head_dim, conv3d_reduction=conv3d_reduction,
-                           text_conditioning=text_conditioning)
+                           text_conditioning=text_conditioning, conv_compression=conv_compression)
         self.temporal = build_temporal(unet, variant, position_dim, max_position, head_dim, conv3d_reduction,
-                                       text_conditioning)
+                                       text_conditioning, conv_compression)
         self._context = TemporalContext()
         unet.time_embedding.register_forward_hook(self._capture_time_embedding)
         for path, module, _, _ in sites(unet, VARIANTS[variant][0]):
@@ -211,10 +223,31 @@ class KeyframeUNet(nn.Module):
             for block in (*unet.down_blocks, getattr(unet, "mid_block", None), *unet.up_blocks):
                 if block is not None:
                     block.forward = partial(self._checkpointed, block.forward)
+        if compile:
+            self.compile_temporal()
 
     @property
     def num_frames(self) -> int | None:
         return self.config["num_frames"]
+
+    def compile_temporal(self, **kwargs: object) -> KeyframeUNet:
+        """``torch.compile`` every temporal module in place (``nn.Module.compile``: state-dict names and the hooks
+        that call the modules are unchanged); the frozen UNet stays eager. ``kwargs`` go to ``torch.compile``.
+
+        Inductor fuses each module's chain of conditional group norm, SiLU and reshapes around its convolutions
+        and attention, the memory-bound part of a temporal module's forward and backward. Shapes are static
+        unless ``dynamic`` is passed: the modules of one class share one compiled graph per input signature
+        (channels, resolution, grad mode), compiled on its first call, and dynamo's per-function recompile limit
+        (``torch._dynamo.config.cache_size_limit``, 8 by default) is raised to two per module so that none of
+        them falls back to eager (the Kandinsky 3 UNet has 11 Conv1D block signatures).
+        """
+        blocks = self.temporal["blocks"]
+        kwargs.setdefault("dynamic", False)
+        dynamo_config = torch._dynamo.config
+        dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, 2 * len(blocks))
+        for block in blocks.values():
+            block.compile(**kwargs)
+        return self
 
     def _checkpointed(self, forward: Callable, *args: object, **kwargs: object) -> object:
         """A UNet block's ``forward`` under activation checkpointing, recomputed with this call's context."""
@@ -323,7 +356,7 @@ class KeyframeUNet(nn.Module):
                         config_key: str = "model.keyframe_path") -> KeyframeUNet:
         """Rebuild around the frozen ``unet`` and load the temporal weights saved by ``save_pretrained``."""
         root = require_dir(directory, config_key)
-        config = json.loads((root / "config.json").read_text())
+        config = {**CONFIG_DEFAULTS, **json.loads((root / "config.json").read_text())}
         backbone = config.pop("backbone")
         config.pop("time_embedding_dim")
         if type(unet).__name__ != backbone:

@@ -97,20 +97,35 @@ class NormActConv3d(nn.Module):
         return self.conv(F.silu(self.norm(video, emb)))
 
 
+def check_compression(compression: object, channels: int | None = None) -> None:
+    """Raise unless ``compression`` is an integer >= 1 (and, given ``channels``, at most ``channels``)."""
+    ok = isinstance(compression, int) and not isinstance(compression, bool) and compression >= 1
+    if not ok or (channels is not None and compression > channels):
+        limit = f"from 1 to {channels} (it divides the {channels} channels of a block)" if channels else ">= 1"
+        raise ValueError(f"conv_compression={compression!r} is not allowed; use an integer {limit}.")
+
+
+def conv1d_widths(channels: int, compression: int = 2) -> list[int]:
+    """Channel widths C → h → h → h → C of the four stages of a TemporalConv1dBlock, h = C // compression."""
+    check_compression(compression, channels)
+    hidden = channels // compression
+    return [channels, hidden, hidden, hidden, channels]
+
+
 class TemporalConv1dBlock(nn.Module):
     """Temporal Conv1D block (KandinskyVideo ``TemporalResNetBlock``): x + stages(x), identity at init.
 
     Four stages [FrameConditionalGroupNorm(emb) → SiLU → Conv3d(k,1,1)] with kernels [1, 3, 3, 1] and
-    channels C → C/2 → C/2 → C/2 → C (``compression`` 2); the last conv is zero-initialised.
-    Parameters (compression 2): 2.5·C² + 2.5·C (convs) + 5·C·(D_emb + 1) (norm MLPs).
+    channels C → h → h → h → C, h = C // ``compression`` (KandinskyVideo: 2); the last conv is
+    zero-initialised. Parameters: 2·C·h + 6·h² + 3·h + C (convs) + 2·(C + 3·h)·(D_emb + 1) (norm MLPs),
+    i.e. 2.5·C² + 2.5·C + 5·C·(D_emb + 1) at compression 2.
 
     x (B·F, C, H, W), emb (B·F, D_emb) -> (B·F, C, H, W).
     """
 
     def __init__(self, channels: int, emb_dim: int, groups: int = 32, compression: int = 2) -> None:
         super().__init__()
-        hidden = channels // compression
-        widths = [channels, hidden, hidden, hidden, channels]
+        widths = conv1d_widths(channels, compression)
         self.stages = nn.ModuleList(
             NormActConv3d(c_in, c_out, (k, 1, 1), emb_dim, groups)
             for c_in, c_out, k in zip(widths[:-1], widths[1:], (1, 3, 3, 1), strict=True)
@@ -131,19 +146,20 @@ class TemporalConv3dBlock(nn.Module):
     stages [FrameConditionalGroupNorm(emb) → SiLU → Conv3d(3,3,3)] at width c; ``up``: Linear c → C,
     zero-initialised. Parameters: 2·C·c + C + c (projections) + 2·(27·c² + c) (convs) + 4·c·(D_emb + 1)
     (norm MLPs). ``reduction`` r sets c = C / r; the default (None) picks the c (a multiple of 8 for
-    C >= 64) whose count is closest to TemporalConv1dBlock's for the same C and D_emb (the paper's
-    "comparable number of parameters"; no fixed r can do it, as the norm MLPs scale with D_emb/C), e.g.
-    C=128, D_emb=256: c=48, 186,320 vs 205,760 (Conv1D); C=384, D_emb=1536: c=192, 3.32M vs 3.32M;
-    C=3072, D_emb=1536: c=832, 47.6M vs 47.2M.
+    C >= 64) whose count is closest to that of a TemporalConv1dBlock with the same C, D_emb and
+    ``compression`` (the paper's "comparable number of parameters"; no fixed r can do it, as the norm MLPs
+    scale with D_emb/C), e.g. at compression 2: C=128, D_emb=256: c=48, 186,320 vs 205,760 (Conv1D);
+    C=384, D_emb=1536: c=192, 3.32M vs 3.32M; C=3072, D_emb=1536: c=832, 47.6M vs 47.2M.
 
     x (B·F, C, H, W), emb (B·F, D_emb) -> (B·F, C, H, W).
     """
 
     num_stages = 2
 
-    def __init__(self, channels: int, emb_dim: int, groups: int = 32, reduction: float | None = None) -> None:
+    def __init__(self, channels: int, emb_dim: int, groups: int = 32, reduction: float | None = None,
+                 compression: int = 2) -> None:
         super().__init__()
-        hidden = matched_hidden_channels(channels, emb_dim) if reduction is None else round(
+        hidden = matched_hidden_channels(channels, emb_dim, compression) if reduction is None else round(
             channels / reduction)
         if hidden < 1:
             raise ValueError(f"reduction={reduction} leaves no channels of {channels}; use a reduction <= {channels}.")
@@ -161,10 +177,9 @@ class TemporalConv3dBlock(nn.Module):
         return fold(video + self.up(out))
 
 
-def conv1d_block_parameters(channels: int, emb_dim: int) -> int:
-    """Parameter count of ``TemporalConv1dBlock(channels, emb_dim)`` (compression 2)."""
-    hidden = channels // 2
-    widths = [channels, hidden, hidden, hidden, channels]
+def conv1d_block_parameters(channels: int, emb_dim: int, compression: int = 2) -> int:
+    """Parameter count of ``TemporalConv1dBlock(channels, emb_dim, compression=compression)``."""
+    widths = conv1d_widths(channels, compression)
     convs = sum(c_in * c_out * k + c_out for c_in, c_out, k in zip(widths[:-1], widths[1:], (1, 3, 3, 1), strict=True))
     return convs + sum(2 * c_in * (emb_dim + 1) for c_in in widths[:-1])
 
@@ -175,9 +190,10 @@ def conv3d_block_parameters(channels: int, emb_dim: int, hidden: int) -> int:
     return 2 * channels * hidden + channels + hidden + stages
 
 
-def matched_hidden_channels(channels: int, emb_dim: int) -> int:
-    """Width c (a multiple of 8 where C >= 64) whose TemporalConv3dBlock count is closest to TemporalConv1dBlock's."""
-    target = conv1d_block_parameters(channels, emb_dim)
+def matched_hidden_channels(channels: int, emb_dim: int, compression: int = 2) -> int:
+    """Width c (a multiple of 8 where C >= 64) whose TemporalConv3dBlock count is closest to that of
+    ``TemporalConv1dBlock(channels, emb_dim, compression=compression)``."""
+    target = conv1d_block_parameters(channels, emb_dim, compression)
     step = 8 if channels >= 64 else 1
     return min(range(step, channels + 1, step),
                key=lambda c: abs(conv3d_block_parameters(channels, emb_dim, c) - target))
