@@ -14,10 +14,16 @@ temporal parameters (and AdamW state) stay fp32, and every step runs under ``tor
 Each model is built fresh, so no hooks of another variant are attached. On CUDA: warm-up steps,
 ``torch.cuda.synchronize`` around the timed steps, ``torch.cuda.max_memory_allocated`` per model
 (weights + optimiser state + activations); attention is diffusers' and timm's SDPA. Prints a markdown table.
+``--conv-compression N`` builds every variant with Conv1D bottlenecks C -> C/N (KandinskyVideo: 2; the Conv3D
+blocks match that count); ``--compile-temporal`` runs ``KeyframeUNet.compile_temporal()`` on each variant
+(torch.compile of the temporal modules only), whose compilation the warm-up steps absorb. Both are named in
+the table's first line.
 
     uv run python benchmarks/keyframes_step.py --device cpu --dtype fp32 --steps 3
     uv run python benchmarks/keyframes_step.py --backbone kandinsky3 --size paper --device cuda --out k3.md
     uv run python benchmarks/keyframes_step.py --size paper --device cuda --peer   # vs AnimateDiff on SD-1.5 size
+    uv run python benchmarks/keyframes_step.py --backbone kandinsky3 --size paper --device cuda --fused-adam \
+        --variants conv1d_attn1d_blocks --conv-compression 4 --compile-temporal
 """
 
 from __future__ import annotations
@@ -137,11 +143,12 @@ def measure_frozen(run: Run, weight_grads: bool = False) -> tuple[float, float |
     return *timed(step, run.device, run.steps, run.warmup), sum(p.numel() for p in unet.parameters())
 
 
-def measure_variant(run: Run, variant: str, checkpointing: bool, fused: bool = False, spatial: bool = False
-                    ) -> tuple[float, float | None, int]:
+def measure_variant(run: Run, variant: str, checkpointing: bool, fused: bool = False, spatial: bool = False,
+                    compression: int = 2, compile_temporal: bool = False) -> tuple[float, float | None, int]:
     """(ms, peak GiB, temporal parameters) of a KeyframeUNet training step: forward, backward, AdamW step."""
     model = KeyframeUNet(build(run.size, run.device, run.dtype), variant, num_frames=run.sample.shape[1],
-                         gradient_checkpointing=checkpointing, spatial_checkpointing=spatial)
+                         gradient_checkpointing=checkpointing, spatial_checkpointing=spatial,
+                         conv_compression=compression, compile=compile_temporal)
     model.temporal.to(run.device, torch.float32)
     optimizer = torch.optim.AdamW(model.temporal_parameters(), lr=1e-4, fused=fused or None)
     target = torch.randn_like(run.sample, dtype=torch.float32)
@@ -192,7 +199,7 @@ def measure_animatediff(run: Run, checkpointing: bool, fused: bool = False) -> t
 
 def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.dtype, variants: list[str],
               steps: int, warmup: int, frames: int, batch: int, checkpointing: bool, fused: bool = False,
-              spatial: bool = False, peer: bool = False) -> str:
+              spatial: bool = False, peer: bool = False, compression: int = 2, compile_temporal: bool = False) -> str:
     size = SIZES[backbone, size_name]
     torch.manual_seed(0)
     run = Run(size, device, dtype, steps, warmup,
@@ -204,7 +211,8 @@ def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.
     full_ms, full_peak, _ = measure_frozen(run, weight_grads=True)
     rows = [("frozen 2D UNet fwd+bwd (to input)", base_ms, base_peak, 0),
             ("2D UNet fwd+bwd with weight gradients", full_ms, full_peak, 0)]
-    rows += [(variant, *measure_variant(run, variant, checkpointing, fused, spatial)) for variant in variants]
+    rows += [(variant, *measure_variant(run, variant, checkpointing, fused, spatial, compression, compile_temporal))
+             for variant in variants]
     if peer:
         rows.append(("AnimateDiff peer (UNetMotionModel + MotionAdapter)",
                      *measure_animatediff(run, checkpointing, fused)))
@@ -213,7 +221,9 @@ def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.
               f"{size.latent}x{size.latent} latents, text {size.tokens}x{size.text_dim}, {dtype}, {device} "
               f"({steps} timed steps after {warmup} warm-up"
               f"{', temporal gradient checkpointing' if checkpointing else ''}{', fused AdamW' if fused else ''}"
-              f"{', spatial block checkpointing' if spatial else ''})",
+              f"{', spatial block checkpointing' if spatial else ''}"
+              f"{f', Conv1D compression {compression}' if compression != 2 else ''}"
+              f"{', temporal modules torch.compiled' if compile_temporal else ''})",
               "", "| model | ms/step | x frozen fwd+bwd (to input) | x fwd+bwd with weight grads | peak GiB | "
               "temporal params |", "|---|---|---|---|---|---|"]
     lines = [f"| {name} | {ms:,.1f} | {ms / base_ms:.2f} | {ms / full_ms:.2f} | "
@@ -236,6 +246,10 @@ def main() -> None:
     parser.add_argument("--spatial-checkpointing", action="store_true",
                         help="activation checkpointing of the frozen UNet's blocks")
     parser.add_argument("--fused-adam", action="store_true", help="AdamW(fused=True) for the temporal parameters")
+    parser.add_argument("--conv-compression", type=int, default=2,
+                        help="Conv1D block bottleneck C -> C/N of every variant (KandinskyVideo: 2)")
+    parser.add_argument("--compile-temporal", action="store_true",
+                        help="torch.compile each variant's temporal modules (KeyframeUNet.compile_temporal)")
     parser.add_argument("--peer", action="store_true",
                         help="also the AnimateDiff-style peer on the same 2D UNet (unet2d backbones only)")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
@@ -243,11 +257,13 @@ def main() -> None:
     if args.peer and args.backbone != "unet2d":
         parser.error(f"--peer needs --backbone unet2d (diffusers' MotionAdapter inflates a UNet2DConditionModel), "
                      f"got --backbone {args.backbone}.")
+    if args.compile_temporal and args.warmup < 1:
+        parser.error(f"--compile-temporal needs --warmup >= 1 (the first steps compile), got --warmup {args.warmup}.")
     diffusers_logging.set_verbosity_error()
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     table = benchmark(args.backbone, args.size, torch.device(args.device), dtype, args.variants, args.steps,
                       args.warmup, args.frames, args.batch, args.checkpointing, args.fused_adam,
-                      args.spatial_checkpointing, args.peer)
+                      args.spatial_checkpointing, args.peer, args.conv_compression, args.compile_temporal)
     print(table)
     if args.out is not None:
         args.out.write_text(table + "\n")

@@ -35,3 +35,25 @@ def test_the_peer_trains_only_its_motion_modules():
                             motion_layers_per_block=unet.config.layers_per_block)
     assert ms > 0 and peak is None
     assert motion == sum(p.numel() for p in adapter.parameters())  # exactly the motion modules train
+
+
+def variant_parameters(table: str) -> dict[str, float]:
+    """Temporal parameters (millions) of the table's KeyframeUNet rows, by variant."""
+    rows = (line.split(" | ") for line in table.splitlines() if line.startswith("| conv"))
+    return {cells[0].strip("| "): float(cells[-1].strip(" |M")) for cells in rows}
+
+
+def test_conv_compression_and_compile_temporal_reach_every_variant_and_the_header(monkeypatch):
+    monkeypatch.setitem(keyframes_step.SIZES, ("unet2d", "tiny"), TINY)
+    compiled = []
+    monkeypatch.setattr(keyframes_step.KeyframeUNet, "compile_temporal", lambda self, **kwargs: compiled.append(self))
+    tables = [keyframes_step.benchmark("unet2d", "tiny", torch.device("cpu"), torch.float32,
+                                      ["conv1d_attn1d_blocks", "conv3d_attn1d_blocks"], steps=1, warmup=1, frames=3,
+                                      batch=1, checkpointing=False, **options)
+              for options in ({}, {"compression": 4, "compile_temporal": True})]
+    assert "compression" not in tables[0].splitlines()[0] and "compiled" not in tables[0].splitlines()[0]
+    assert tables[1].splitlines()[0].endswith(", Conv1D compression 4, temporal modules torch.compiled)")
+    assert [model.config["conv_compression"] for model in compiled] == [4, 4]
+    params = [variant_parameters(table) for table in tables]
+    assert params[0].keys() == {"conv1d_attn1d_blocks", "conv3d_attn1d_blocks"}
+    assert all(params[1][variant] < params[0][variant] for variant in params[0])  # narrower Conv1D and Conv3D blocks
