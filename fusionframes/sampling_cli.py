@@ -38,9 +38,10 @@ def output_stem(prompt: str, seed: int, index: int) -> str:
     return f"{slug}_seed{seed}_{index}"
 
 
-def check_config(cfg: DictConfig) -> torch.device:
+def check_config(cfg: DictConfig) -> tuple[torch.device, DictConfig | None]:
     """Check every ``sample.py`` value before any weights load (the prompt's words are checked by the
-    pipeline's text encoder); returns the device to run on."""
+    pipeline's text encoder); returns the device to run on and the inbetweening method's config (None for
+    text-to-video)."""
     if not isinstance(cfg.prompt, str) or not cfg.prompt.strip():
         raise ValueError(f"prompt must be a text such as 'a red circle moving right', got {cfg.prompt!r}.")
     check_sampling_args(cfg.fps, cfg.steps, cfg.guidance_scale, cfg.interpolation_steps, cfg.interpolation_guidance,
@@ -51,18 +52,23 @@ def check_config(cfg: DictConfig) -> torch.device:
             raise ValueError(f"{key} must be true or false, got {cfg[key]!r}.")
     if not isinstance(cfg.output_dir, str) or Path(cfg.output_dir).is_file():
         raise ValueError(f"output_dir must be a directory path, got {cfg.output_dir!r}.")
-    if cfg.device == "auto":
+    method = check_inbetween(cfg)
+    return check_device(cfg.device), method
+
+
+def check_device(value: object) -> torch.device:
+    """``device=`` (auto, cpu, cuda or cuda:<index>) -> a device present on this machine."""
+    if value == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(cfg.device) if isinstance(cfg.device, str) else None
+        device = torch.device(value) if isinstance(value, str) else None
     except RuntimeError:
         device = None
     if device is None or device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device={cfg.device!r} is not a device; use auto, cpu, cuda or cuda:<index>.")
+        raise ValueError(f"device={value!r} is not a device; use auto, cpu, cuda or cuda:<index>.")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device={cfg.device!r} is not available here ({torch.cuda.device_count()} CUDA devices); "
+        raise ValueError(f"device={value!r} is not available here ({torch.cuda.device_count()} CUDA devices); "
                          "use device=auto or cpu.")
-    check_inbetween(cfg)
     return device
 
 
@@ -110,8 +116,7 @@ def run(cfg: DictConfig) -> list[Path]:
 
     Refuses to overwrite earlier outputs of the same prompt and seed unless ``cfg.overwrite``.
     """
-    device = check_config(cfg)
-    method = check_inbetween(cfg)
+    device, method = check_config(cfg)
     out = Path(cfg.output_dir)
     name = cfg.prompt if method is None else f"{cfg.inbetween.method} {cfg.prompt}"
     stems = [output_stem(name, cfg.seed, i) for i in range(cfg.num_videos)]

@@ -163,7 +163,7 @@ def test_fuzz_sample_py_config(changes):
     with open_dict(cfg):
         cfg.update(changes)
     try:
-        device = check_config(cfg)
+        device, _ = check_config(cfg)
     except CLEAR as error:
         rejected(error)
         with open_dict(cfg):
