@@ -23,13 +23,8 @@ from diffusers import VQModel
 from einops import rearrange
 
 from fusionframes.models.temporal_decoder import VARIANTS, TemporalMoVQDecoder
+from fusionframes.utils.random_kandinsky3 import KANDINSKY_MOVQ
 
-PAPER_MOVQ = dict(
-    block_out_channels=(256, 512, 512, 1024), layers_per_block=2, latent_channels=4, vq_embed_dim=4,
-    num_vq_embeddings=16384, norm_type="spatial",
-    down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
-    up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"),
-)
 TINY_MOVQ = dict(block_out_channels=(32, 32), layers_per_block=1, latent_channels=4, num_vq_embeddings=16,
                  norm_type="spatial", down_block_types=("DownEncoderBlock2D",) * 2,
                  up_block_types=("UpDecoderBlock2D",) * 2)
@@ -80,7 +75,7 @@ def main() -> None:
     sizes = args.sizes or ([32, 64] if args.tiny else [256, 512])
 
     torch.manual_seed(0)
-    movq = VQModel(**(TINY_MOVQ if args.tiny else PAPER_MOVQ)).eval()
+    movq = VQModel(**(TINY_MOVQ if args.tiny else KANDINSKY_MOVQ)).eval()
     factor = 2 ** (len(movq.config.block_out_channels) - 1)
     for size in sizes:
         if size % factor:

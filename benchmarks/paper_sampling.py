@@ -29,12 +29,8 @@ from fusionframes.models.latents import LatentCodec
 from fusionframes.models.t2i import TextToImageModel
 from fusionframes.models.temporal_decoder import TemporalMoVQDecoder
 from fusionframes.pipeline import FusionFramesPipeline
+from fusionframes.utils.random_kandinsky3 import KANDINSKY_MOVQ
 
-#: KandinskyVideo's image_movq (z_channels 4, ch 256, ch_mult [1, 2, 2, 4], num_res_blocks 2, attn at 32).
-KANDINSKY_MOVQ = dict(block_out_channels=(256, 512, 512, 1024), layers_per_block=2, latent_channels=4,
-                      down_block_types=("DownEncoderBlock2D",) * 3 + ("AttnDownEncoderBlock2D",),
-                      up_block_types=("AttnUpDecoderBlock2D",) + ("UpDecoderBlock2D",) * 3,
-                      norm_type="spatial", num_vq_embeddings=16384, vq_embed_dim=4)
 PROMPT = "a red circle moving right quickly on a black background"
 
 

@@ -14,6 +14,15 @@ from typing import Any
 import torch
 from diffusers import DDPMScheduler, Kandinsky3UNet
 
+#: diffusers ``VQModel`` kwargs of Kandinsky 3's MoVQ (KandinskyVideo's image_movq: z_channels 4, ch 256, ch_mult
+#: [1, 2, 2, 4], 2 residual blocks, attention at the lowest resolution, 8x downsampling; a 161M-parameter decoder).
+KANDINSKY_MOVQ: dict[str, Any] = dict(
+    block_out_channels=(256, 512, 512, 1024), layers_per_block=2, latent_channels=4, vq_embed_dim=4,
+    num_vq_embeddings=16384, norm_type="spatial",
+    down_block_types=("DownEncoderBlock2D",) * 3 + ("AttnDownEncoderBlock2D",),
+    up_block_types=("AttnUpDecoderBlock2D",) + ("UpDecoderBlock2D",) * 3,
+)
+
 
 def word_level_t5(words: list[str], **config: Any):
     """(random transformers ``T5EncoderModel`` of ``config`` (T5Config keys), word-level tokenizer over
