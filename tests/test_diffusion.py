@@ -179,3 +179,20 @@ def test_min_snr_weighting(prediction_type: str) -> None:
     scalar_t = t[:, 0]
     assert torch.allclose(schedule.loss(pred, x0, noise, scalar_t, snr_gamma=5.0),
                           schedule.loss(pred, x0, noise, scalar_t[:, None].expand(3, 2), snr_gamma=5.0))
+
+
+def test_high_noise_weighting() -> None:
+    """high_noise_gamma: eps MSE weighted by clamp(1/SNR, 1, gamma): 1 where SNR >= 1, gamma at the noisiest
+    steps, 1/SNR between; v-prediction schedules refuse it."""
+    schedule = NoiseSchedule(beta_schedule="cosine")
+    torch.manual_seed(0)
+    x0, noise, pred = torch.randn(4, 4, 5, 5), torch.randn(4, 4, 5, 5), torch.randn(4, 4, 5, 5)
+    t = torch.tensor([10, 500, 700, 999])
+    abar = schedule.alphas_cumprod[t]
+    weight = torch.clamp((1 - abar) / abar, min=1, max=30.0)
+    assert weight[0] == 1 and weight[-1] == 30 and 1 < weight[2] < 30
+    per_sample = (pred - noise).square().mean((1, 2, 3))
+    assert torch.allclose(schedule.loss(pred, x0, noise, t, high_noise_gamma=30.0), (per_sample * weight).mean())
+    assert torch.allclose(schedule.loss(pred, x0, noise, t, high_noise_gamma=1.0), schedule.loss(pred, x0, noise, t))
+    with pytest.raises(ValueError, match="high_noise_gamma weights eps targets"):
+        NoiseSchedule(prediction_type="v_prediction").loss(pred, x0, noise, t, high_noise_gamma=30.0)

@@ -89,3 +89,10 @@ def test_kandinsky3_backbone_from_a_local_pipeline_directory_trains(tiny_config,
     assert ckpt["frozen_base"]["backbone"]["path"] == str(tiny_kandinsky3_dir)
     assert all(k.startswith("model.temporal.") for k in ckpt["state_dict"])
     assert ckpt["config"]["model"]["unet"]["_target_"].endswith("from_kandinsky3")
+
+
+@pytest.mark.parametrize("override, message", [("model.snr_gamma=0", "model.snr_gamma must be > 0"),
+                                               ("model.high_noise_gamma=0.5", "model.high_noise_gamma must be >= 1")])
+def test_loss_weighting_out_of_range_is_a_clear_error(tiny_config, override, message):
+    with pytest.raises((ValueError, InstantiationException), match=message):
+        train(tiny_config("keyframes_blocks", override))

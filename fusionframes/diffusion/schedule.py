@@ -108,19 +108,31 @@ class NoiseSchedule(nn.Module):
             return noise
         return P.v_from_x0_eps(x0, noise, *self.alpha_sigma(t, x0))
 
-    def loss(self, pred: Tensor, x0: Tensor, noise: Tensor, t: Tensor, snr_gamma: float | None = None) -> Tensor:
+    def loss(self, pred: Tensor, x0: Tensor, noise: Tensor, t: Tensor, snr_gamma: float | None = None,
+             high_noise_gamma: float | None = None) -> Tensor:
         """Scalar MSE (in float32) between the model output ``pred`` and ``target(x0, noise, t)``.
 
         ``snr_gamma``: Min-SNR-gamma weighting (Hang et al. 2023, as in diffusers' training scripts): each
         sample's (or frame's, for (B, F) timesteps) MSE is weighted by min(SNR_t, gamma) / SNR_t for eps
         targets and min(SNR_t, gamma) / (SNR_t + 1) for v targets, which shifts the gradient from the
-        nearly clean timesteps to the noisy ones where the layout (and a video's motion) is decided.
+        nearly clean timesteps to the noisy ones.
+        ``high_noise_gamma`` (eps targets only): each MSE is also weighted by clamp(1 / SNR_t, 1, gamma). An eps
+        error at SNR_t < 1 is an x0 error scaled down by SNR_t, so the plain loss hardly sees what is decided
+        there (a video's layout and the direction of its motion); this weights those steps as an x0 loss
+        would, up to ``gamma`` times the rest.
         """
         error = F.mse_loss(pred.float(), self.target(x0, noise, t).float(), reduction="none")
-        if snr_gamma is None:
+        if snr_gamma is None and high_noise_gamma is None:
             return error.mean()
         snr = compute_snr(self, t)
-        weight = torch.clamp(snr, max=snr_gamma) / (snr if self.prediction_type == "epsilon" else snr + 1)
+        weight = torch.ones_like(snr)
+        if snr_gamma is not None:
+            weight = torch.clamp(snr, max=snr_gamma) / (snr if self.prediction_type == "epsilon" else snr + 1)
+        if high_noise_gamma is not None:
+            if self.prediction_type != "epsilon":
+                raise ValueError(f"high_noise_gamma weights eps targets; this schedule predicts "
+                                 f"{self.prediction_type!r}, whose loss already weights the noisy steps.")
+            weight = weight * torch.clamp(1 / snr, min=1, max=high_noise_gamma)
         return (error.flatten(t.ndim).mean(-1) * weight).mean()
 
     def pred_to_x0(self, pred: Tensor, x_t: Tensor, t: Tensor) -> Tensor:

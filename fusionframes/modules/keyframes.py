@@ -31,6 +31,8 @@ class KeyframesModule(StageModule):
     PTSS, independent per frame with probability ``ptss_p``, per clip or per batch by ``ptss_granularity``;
     noising, loss target and the network's conditioning are per frame).
     ``snr_gamma``: Min-SNR-gamma weighting of the training loss (None: plain MSE; validation stays plain).
+    ``high_noise_gamma``: weight the noisy steps (SNR < 1) of the training loss by 1/SNR, capped at this value
+    (None: off; see ``NoiseSchedule.loss``).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class KeyframesModule(StageModule):
         ptss_p: float = 0.2,
         ptss_granularity: str = "sample",
         snr_gamma: float | None = None,
+        high_noise_gamma: float | None = None,
     ) -> None:
         super().__init__(optimizer, lr_scheduler)
         check_probability("model.caption_dropout", caption_dropout)
@@ -61,6 +64,8 @@ class KeyframesModule(StageModule):
         check_guidance("model.guidance_scale", guidance_scale)
         if snr_gamma is not None and snr_gamma <= 0:
             raise ValueError(f"model.snr_gamma must be > 0 or null (plain MSE), got {snr_gamma}.")
+        if high_noise_gamma is not None and high_noise_gamma < 1:
+            raise ValueError(f"model.high_noise_gamma must be >= 1 or null (off), got {high_noise_gamma}.")
         self.backbone = unet
         self.freeze("backbone", unet_path)
         self.model = KeyframeUNet(unet.unet, num_frames=num_frames, **temporal)
@@ -78,6 +83,7 @@ class KeyframesModule(StageModule):
         self.ptss_p = ptss_p
         self.ptss_granularity = ptss_granularity
         self.snr_gamma = snr_gamma
+        self.high_noise_gamma = high_noise_gamma
 
     @property
     def schedule(self):
@@ -102,14 +108,15 @@ class KeyframesModule(StageModule):
                 torch.where(drop[:, None], batch["null_text_mask"], mask))
 
     def _loss(self, batch: dict[str, Any], drop: torch.Tensor, generator: torch.Generator,
-              t: torch.Tensor | None = None, snr_gamma: float | None = None) -> torch.Tensor:
+              t: torch.Tensor | None = None, snr_gamma: float | None = None,
+              high_noise_gamma: float | None = None) -> torch.Tensor:
         z0 = self.latents(batch)
         noise = torch.randn(z0.shape, generator=generator, device=self.device)
         if t is None:
             t = self.training_timesteps(z0.shape[0], generator)
         context, mask = self.text(batch, drop)
         pred = self.model(self.schedule.add_noise(z0, noise, t), t, context.detach(), mask, batch["positions"])
-        return self.schedule.loss(pred, z0, noise, t, snr_gamma)
+        return self.schedule.loss(pred, z0, noise, t, snr_gamma, high_noise_gamma)
 
     def training_timesteps(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         """Timesteps (B,) for scalar training, or PTSS per-frame timesteps (B, F) for vectorized (FVDM)."""
@@ -124,7 +131,7 @@ class KeyframesModule(StageModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         generator = self.batch_generator(batch_idx)
         drop = torch.rand(len(batch["caption"]), generator=generator, device=self.device) < self.caption_dropout
-        loss = self._loss(batch, drop, generator, snr_gamma=self.snr_gamma)
+        loss = self._loss(batch, drop, generator, snr_gamma=self.snr_gamma, high_noise_gamma=self.high_noise_gamma)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
