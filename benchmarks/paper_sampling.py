@@ -9,7 +9,11 @@ keyframes (50 steps, CFG), two interpolation passes (default 10 steps) to 241 fr
 241 frames. Random weights make random videos, which take the same time as real ones.
 
     python scripts/make_random_kandinsky3.py /tmp/k3 --device cuda --dtype bf16
-    python benchmarks/paper_sampling.py --kandinsky3 /tmp/k3 --device cuda [--compile] [--cuda-graphs]
+    python benchmarks/paper_sampling.py --kandinsky3 /tmp/k3 --device cuda [--precision autocast|bf16]
+        [--compile keyframes interpolation decoder] [--cuda-graphs]
+
+``--precision bf16`` casts every network to bf16 and samples without autocast (``FusionFramesPipeline.to(dtype=)``);
+``autocast`` keeps float32 weights under bf16 autocast. ``--compile`` names the stages to ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from fusionframes.models.keyframe_unet import KeyframeUNet
 from fusionframes.models.latents import LatentCodec
 from fusionframes.models.t2i import TextToImageModel
 from fusionframes.models.temporal_decoder import TemporalMoVQDecoder
-from fusionframes.pipeline import FusionFramesPipeline
+from fusionframes.pipeline import COMPILE_STAGES, FusionFramesPipeline
 from fusionframes.utils.random_kandinsky3 import KANDINSKY_MOVQ
 
 PROMPT = "a red circle moving right quickly on a black background"
@@ -58,22 +62,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="keyframe DDIM steps")
     parser.add_argument("--interpolation-steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up run")
-    parser.add_argument("--compile", action="store_true", help="FusionFramesPipeline.compile() (torch.compile)")
+    parser.add_argument("--precision", choices=["autocast", "bf16"], default="bf16",
+                        help="on CUDA: bf16 weights without autocast, or float32 weights under bf16 autocast")
+    parser.add_argument("--compile", nargs="*", choices=COMPILE_STAGES, default=None,
+                        help="torch.compile these stages (FusionFramesPipeline.compile; no names: all)")
     parser.add_argument("--cuda-graphs", action="store_true", help="CUDA graphs for the interpolation passes")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device(args.device)
     pipeline = build(args.kandinsky3, KANDINSKY_MOVQ, args.resolution, device)
-    if args.compile:
-        pipeline.compile()
-    dtype = torch.bfloat16 if device.type == "cuda" else None
+    low_precision = device.type == "cuda" and args.precision == "bf16"
+    if low_precision:
+        pipeline.to(device, torch.bfloat16)
+    if args.compile is not None:
+        pipeline.compile(args.compile or COMPILE_STAGES)
+    dtype = torch.bfloat16 if device.type == "cuda" and not low_precision else None
     runs = [pipeline(PROMPT, fps="high", num_inference_steps=args.steps, interpolation_steps=args.interpolation_steps,
                      seed=i, progress=False, dtype=dtype, cuda_graphs=args.cuda_graphs)["seconds"]
             for i in range(args.repeats + 1)][1:]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     lines = [f"{args.resolution}x{args.resolution}, 16 keyframes ({args.steps} steps, CFG) -> 61 -> 241 frames "
-             f"({args.interpolation_steps} interpolation steps per pass), temporal decoder; {name}, bf16 autocast"
-             f"{', torch.compile' if args.compile else ''}{', CUDA graphs' if args.cuda_graphs else ''}; "
+             f"({args.interpolation_steps} interpolation steps per pass), temporal decoder; {name}, "
+             f"{'bf16 autocast' if dtype else 'bf16 weights' if low_precision else 'float32'}"
+             f"{f', torch.compile of {args.compile or list(COMPILE_STAGES)}' if args.compile is not None else ''}"
+             f"{', CUDA graphs' if args.cuda_graphs else ''}; "
              f"mean of {args.repeats} runs after a warm-up", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {stage} | {statistics.mean(r[stage] for r in runs):.2f} |" for stage in runs[0]]
     lines.append(f"| **total** | **{statistics.mean(sum(r.values()) for r in runs):.2f}** |")

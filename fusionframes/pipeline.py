@@ -36,6 +36,8 @@ from fusionframes.utils.validation import check_guidance, check_int, check_seed
 
 # Frame-rate modes: how many interpolation passes, and the skip s of each (paper §5: s=3, then s=1).
 FPS_MODES = {"keyframes": (), "medium": (3,), "high": (3, 1)}
+#: Networks ``FusionFramesPipeline.compile`` can compile (attribute names).
+COMPILE_STAGES = ("keyframes", "interpolation", "decoder")
 
 
 def guided_denoiser(model: KeyframeUNet, context: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
@@ -166,18 +168,29 @@ class FusionFramesPipeline:
         (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         return root
 
-    def to(self, device: torch.device | str) -> FusionFramesPipeline:
-        for module in (self.t2i, self.keyframes, self.interpolation, self.interpolation_schedule, self.codec,
-                       self.decoder):
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> FusionFramesPipeline:
+        """Move every stage to ``device``. ``dtype`` (e.g. torch.bfloat16) also casts the networks' weights, as
+        diffusers' ``torch_dtype`` does: sampling with ``dtype=None`` then runs wholly in it, norms and all,
+        without autocast's per-call weight casts and float32 norms. The noise schedules stay float32."""
+        networks = (self.t2i.unet, self.t2i.text_encoder, self.keyframes, self.interpolation, self.codec,
+                    self.decoder)
+        for module in networks:
             if module is not None:
-                module.to(device).eval()
+                module.to(device, dtype).eval()
+        self.t2i.to(device)
+        self.interpolation_schedule.to(device)
         return self
 
-    def compile(self, **kwargs: Any) -> FusionFramesPipeline:
-        """``torch.compile`` the denoisers (the keyframe model and the interpolator) and the temporal decoder in
-        place (``nn.Module.compile``); ``kwargs`` go to ``torch.compile`` (``mode="max-autotune"``, ...). The
-        first call of each input shape compiles; sampling results are unchanged up to kernel rounding."""
-        for module in (self.keyframes, self.interpolation, self.decoder):
+    def compile(self, stages: Sequence[str] = COMPILE_STAGES, **kwargs: Any) -> FusionFramesPipeline:
+        """``torch.compile`` networks in place (``nn.Module.compile``): ``stages`` among the keyframe model, the
+        interpolator and the temporal decoder (all by default); ``kwargs`` go to ``torch.compile``
+        (``mode="max-autotune"``, ...). The first call of each input shape compiles; sampling results are
+        unchanged up to kernel rounding."""
+        unknown = sorted(set(stages) - set(COMPILE_STAGES))
+        if unknown:
+            raise ValueError(f"compile stages {unknown} are unknown; choose among {list(COMPILE_STAGES)}.")
+        for name in stages:
+            module = getattr(self, name)
             if module is not None:
                 module.compile(**kwargs)
         return self
@@ -212,8 +225,9 @@ class FusionFramesPipeline:
         Returns ``keyframes`` (B, F, C, h, w) and ``latents`` (B, N, C, h, w) latents, ``video``
         (B, N, 3, H, W) in [-1, 1], N = F, 4F-3 or 16F-15 for ``fps`` keyframes / medium / high, and
         ``seconds``: wall-clock time per stage.
-        ``dtype`` (e.g. torch.bfloat16 on GPUs) runs the networks under autocast. ``cuda_graphs``: on CUDA,
-        replay the fixed-shape interpolation passes' UNet calls as CUDA graphs (ignored on CPU).
+        ``dtype`` (e.g. torch.bfloat16 on GPUs) runs the networks under autocast; without it they run in their
+        weights' dtype (see :meth:`to`). ``cuda_graphs``: on CUDA, replay the fixed-shape interpolation passes' UNet
+        calls as CUDA graphs (ignored on CPU).
         """
         check_sampling_args(fps, num_inference_steps, guidance_scale, interpolation_steps, interpolation_guidance,
                             seed, decode_chunk, self.t2i.schedule.num_train_timesteps,

@@ -21,3 +21,7 @@ def test_the_paper_shaped_pipeline_samples_every_stage(tiny_kandinsky3_dir):
                                        "decoding"]
     # The keyframe model and the interpolator are separate copies of the Kandinsky 3 UNet.
     assert pipeline.keyframes.unet is pipeline.t2i.unet and pipeline.interpolation.unet is not pipeline.t2i.unet
+    # In bf16 weights without autocast (the benchmark's --precision bf16) every stage runs too.
+    low = pipeline.to("cpu", torch.bfloat16)(PROMPT, fps="high", num_inference_steps=1, interpolation_steps=1,
+                                             progress=False)
+    assert low["latents"].dtype == torch.bfloat16 and torch.isfinite(low["video"]).all()

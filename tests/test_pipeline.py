@@ -84,3 +84,37 @@ def test_compiled_pipeline_samples_what_the_eager_one_does():
     fast = dict(FAST, decode_chunk=5, cuda_graphs=True)  # cuda_graphs is ignored on CPU
     torch.testing.assert_close(compiled(PROMPT, fps="keyframes", seed=3, **fast)["video"],
                                eager(PROMPT, fps="keyframes", seed=3, **fast)["video"], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("stage", ["keyframes", "interpolation", "decoder"])
+def test_compile_reaches_each_stage_it_names(stage):
+    """Each compiled network is called through its compiled ``__call__`` while sampling (the temporal decoder's
+    ``decode`` goes through ``forward``): a recording backend sees graphs, and only of the named stage."""
+    graphs = []
+
+    def recording_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    pipeline = FusionFramesPipeline.from_pretrained(ASSETS).compile(stages=[stage], backend=recording_backend)
+    assert [name for name in ("keyframes", "interpolation", "decoder")
+            if getattr(pipeline, name)._compiled_call_impl is not None] == [stage]
+    pipeline(PROMPT, fps="medium", seed=3, **dict(FAST, decode_chunk=5))
+    assert graphs
+    with pytest.raises(ValueError, match=r"compile stages \['vae'\] are unknown"):
+        pipeline.compile(stages=["vae"])
+
+
+def test_bf16_weights_sample_what_float32_does(pipeline):
+    """``to(dtype=torch.bfloat16)`` casts the networks (not the noise schedules); sampling without autocast then
+    runs in bf16 and stays close to the float32 video for the same seed."""
+    low = FusionFramesPipeline.from_pretrained(ASSETS).to("cpu", torch.bfloat16)
+    assert {p.dtype for p in low.keyframes.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in low.decoder.parameters()} == {torch.bfloat16}
+    assert low.t2i.schedule.alphas_cumprod.dtype == low.interpolation_schedule.alphas_cumprod.dtype == torch.float32
+    video = low(PROMPT, fps="medium", seed=3, **FAST)["video"]
+    reference = pipeline(PROMPT, fps="medium", seed=3, **FAST)["video"]
+    assert video.dtype == torch.float32 and video.shape == reference.shape
+    psnr = 10 * torch.log10(4 / (video - reference).square().mean())
+    assert psnr > 35, f"bf16 sampling drifted from float32: {psnr:.1f} dB"

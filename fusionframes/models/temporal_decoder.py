@@ -255,13 +255,17 @@ class TemporalMoVQDecoder(nn.Module):
         for name in self.new_parameter_names:
             self.get_parameter(name).requires_grad_(True)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
         """Unquantised MoVQ latents (B, F, C, h, w) -> frames (B, F, 3, H, W) in about [-1, 1]."""
         b, f = latents.shape[:2]
         z = rearrange(latents, "b f c h w -> (b f) c h w")
         self.frames.value = f  # kept after the call so gradient-checkpoint recomputation sees it too
         frames = self.decoder(self.post_quant_conv(z), z)
         return rearrange(frames, "(b f) c h w -> b f c h w", b=b)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, F, C, h, w) -> (B, F, 3, H, W): :meth:`forward` via ``__call__``, so ``nn.Module.compile`` applies."""
+        return self(latents)
 
     def decode_chunked(self, latents: torch.Tensor, chunk: int = 8, overlap: int = 2) -> torch.Tensor:
         """:meth:`decode` of long clips in windows of ``chunk`` frames overlapping by at least ``overlap``.
