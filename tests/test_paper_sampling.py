@@ -25,3 +25,21 @@ def test_the_paper_shaped_pipeline_samples_every_stage(tiny_kandinsky3_dir):
     low = pipeline.to("cpu", torch.bfloat16)(PROMPT, fps="high", num_inference_steps=1, interpolation_steps=1,
                                              progress=False)
     assert low["latents"].dtype == torch.bfloat16 and torch.isfinite(low["video"]).all()
+
+
+def test_channels_last_decoder_decodes_what_the_contiguous_one_does():
+    from diffusers import VQModel
+
+    from benchmarks.paper_sampling import channels_last
+    from fusionframes.models.temporal_decoder import TemporalMoVQDecoder
+
+    torch.manual_seed(0)
+    decoder = TemporalMoVQDecoder(VQModel(**TINY_MOVQ), "conv3x3x3_attn").eval()
+    latents = torch.randn(1, 5, 4, 8, 8)
+    with torch.no_grad():
+        reference = decoder.decode(latents)
+        converted = channels_last(decoder)
+        assert all(m.weight.is_contiguous(memory_format=torch.channels_last_3d if m.weight.ndim == 5
+                                          else torch.channels_last)
+                   for m in converted.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
+        torch.testing.assert_close(converted.decode(latents), reference, atol=1e-5, rtol=1e-4)
