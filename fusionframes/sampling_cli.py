@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
 from fusionframes.models.backward_motion import BackwardKeyframeUNet
-from fusionframes.pipeline import FPS_MODES, FusionFramesPipeline, check_sampling_args
+from fusionframes.pipeline import COMPILE_STAGES, FPS_MODES, FusionFramesPipeline, check_sampling_args
 from fusionframes.sampling.time_reversal.inbetween import (
     inbetween,
     load_backward,
@@ -38,6 +38,29 @@ def output_stem(prompt: str, seed: int, index: int) -> str:
     return f"{slug}_seed{seed}_{index}"
 
 
+#: ``precision=`` (Lightning's names) -> (dtype the networks are cast to, autocast dtype); auto picks by device.
+PRECISIONS: dict[str, tuple[torch.dtype | None, torch.dtype | None]] = {
+    "32-true": (None, None), "bf16-mixed": (None, torch.bfloat16), "bf16-true": (torch.bfloat16, None)}
+
+
+def check_precision(value: object, device: torch.device) -> tuple[torch.dtype | None, torch.dtype | None]:
+    """``precision=`` -> (weights dtype, autocast dtype); ``auto`` is bf16-mixed on CUDA and 32-true on CPU."""
+    if value == "auto":
+        value = "bf16-mixed" if device.type == "cuda" else "32-true"
+    if value not in PRECISIONS:
+        raise ValueError(f"precision={value!r} is not supported; use auto, {', '.join(PRECISIONS)}.")
+    return PRECISIONS[value]
+
+
+def compile_stages(value: object) -> tuple[str, ...]:
+    """``compile=``: true (every network), false (none) or a list of stages among :data:`COMPILE_STAGES`."""
+    if isinstance(value, bool):
+        return COMPILE_STAGES if value else ()
+    if isinstance(value, Sequence) and not isinstance(value, str) and set(value) <= set(COMPILE_STAGES):
+        return tuple(value)
+    raise ValueError(f"compile must be true, false or a list of stages among {list(COMPILE_STAGES)}, got {value!r}.")
+
+
 def check_config(cfg: DictConfig) -> tuple[torch.device, DictConfig | None]:
     """Check every ``sample.py`` value before any weights load (the prompt's words are checked by the
     pipeline's text encoder); returns the device to run on and the inbetweening method's config (None for
@@ -47,13 +70,16 @@ def check_config(cfg: DictConfig) -> tuple[torch.device, DictConfig | None]:
     check_sampling_args(cfg.fps, cfg.steps, cfg.guidance_scale, cfg.interpolation_steps, cfg.interpolation_guidance,
                         cfg.seed, cfg.decode_chunk, names={"num_inference_steps": "steps"})
     check_int("num_videos", cfg.num_videos, 1)
-    for key in ("overwrite", "progress", "compile", "cuda_graphs"):
+    for key in ("overwrite", "progress", "cuda_graphs"):
         if not isinstance(cfg[key], bool):
             raise ValueError(f"{key} must be true or false, got {cfg[key]!r}.")
+    compile_stages(cfg.compile)
     if not isinstance(cfg.output_dir, str) or Path(cfg.output_dir).is_file():
         raise ValueError(f"output_dir must be a directory path, got {cfg.output_dir!r}.")
     method = check_inbetween(cfg)
-    return check_device(cfg.device), method
+    device = check_device(cfg.device)
+    check_precision(cfg.precision, device)
+    return device, method
 
 
 def check_device(value: object) -> torch.device:
@@ -125,14 +151,14 @@ def run(cfg: DictConfig) -> list[Path]:
         raise FileExistsError(f"{existing[0]} already exists; pass overwrite=true or another output_dir or seed.")
     if method is not None:
         return run_inbetween(cfg, method, device, out, stems)
-    pipeline = load_pipeline(cfg, stage_dir(cfg.keyframes_dir, "keyframes")).to(device)
-    if cfg.compile:
-        pipeline.compile()
+    weights, autocast = check_precision(cfg.precision, device)
+    pipeline = load_pipeline(cfg, stage_dir(cfg.keyframes_dir, "keyframes")).to(device, weights)
+    if compile_stages(cfg.compile):
+        pipeline.compile(compile_stages(cfg.compile))
     result = pipeline([cfg.prompt] * cfg.num_videos, fps=cfg.fps, num_inference_steps=cfg.steps,
                       guidance_scale=cfg.guidance_scale, interpolation_steps=cfg.interpolation_steps,
                       interpolation_guidance=cfg.interpolation_guidance, seed=cfg.seed, decode_chunk=cfg.decode_chunk,
-                      progress=cfg.progress, dtype=torch.bfloat16 if device.type == "cuda" else None,
-                      cuda_graphs=cfg.cuda_graphs)
+                      progress=cfg.progress, dtype=autocast, cuda_graphs=cfg.cuda_graphs)
     print(" | ".join(f"{stage}: {sec:.2f} s" for stage, sec in result["seconds"].items()))
     return save_outputs(pipeline, out, stems, result["video"], result["keyframes"], cfg.fps)
 
@@ -149,14 +175,15 @@ def run_inbetween(cfg: DictConfig, method: DictConfig, device: torch.device, out
         trained_on = BackwardKeyframeUNet.read_config(backward_dir, "inbetween.backward_dir").get("forward_dir")
         if keyframes_dir is None and trained_on is not None and Path(trained_on).is_dir():
             keyframes_dir = trained_on  # the forward model the backward one was trained on
-    pipeline = load_pipeline(cfg, keyframes_dir).to(device)
+    weights, autocast = check_precision(cfg.precision, device)
+    pipeline = load_pipeline(cfg, keyframes_dir).to(device, weights)
     start, end = (load_keyframe(settings[key], f"inbetween.{key}", pipeline.codec, pipeline.resolution)
                   .expand(cfg.num_videos, -1, -1, -1) for key in ("start", "end"))
     backward = None if backward_dir is None else load_backward(
         backward_dir, pipeline, keyframes_dir or Path(cfg.pipeline_dir) / "keyframes")
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     began = time.perf_counter()
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
         keyframes = inbetween(pipeline, start, end, cfg.prompt, method, settings.num_frames, backward, generator,
                               cfg.progress)
         latents = keyframes

@@ -333,6 +333,8 @@ def test_sample_py_inbetweening_writes_its_video_and_bad_inputs_are_clear_errors
     assert decode_video(mp4.read_bytes()).shape == (4, 64, 64, 3)
     trf = run(config("inbetween.method=trf", "inbetween.backward_dir=null", "fps=medium", settings="{num_steps: 1}"))
     assert decode_video(next(p for p in trf if p.suffix == ".mp4").read_bytes()).shape == (13, 64, 64, 3)
+    low = run(config("overwrite=true", "precision=bf16-true"))  # networks in bf16, no autocast
+    assert decode_video(next(p for p in low if p.suffix == ".mp4").read_bytes()).shape == (4, 64, 64, 3)
 
     for overrides, error, message in [
         (["inbetween.method=gie"], ValueError, r"inbetween.method='gie' is not allowed; choose one of \[.*'gi'"),

@@ -152,7 +152,9 @@ def _sample_config() -> DictConfig:
 SAMPLE_VALUES = {"prompt": st.one_of(st.text(max_size=10), ANY), "fps": ANY, "steps": ANY, "guidance_scale": ANY,
                  "interpolation_steps": ANY, "interpolation_guidance": ANY, "seed": ANY, "num_videos": ANY,
                  "decode_chunk": ANY, "device": st.one_of(st.sampled_from(["cpu", "cuda:x", "tpu", "auto"]), ANY),
-                 "overwrite": ANY, "progress": ANY, "output_dir": ANY}
+                 "overwrite": ANY, "progress": ANY, "output_dir": ANY,
+                 "compile": st.one_of(st.lists(st.sampled_from(["decoder", "keyframes", "vae"]), max_size=2), ANY),
+                 "precision": st.one_of(st.sampled_from(["auto", "bf16-true", "16-mixed", "32-true"]), ANY)}
 
 
 @fuzz(300)

@@ -72,6 +72,10 @@ def test_sample_cli_writes_mp4_gif_and_strip_and_refuses_to_overwrite(tmp_path):
 
     again = _sample(*args, cwd=tmp_path)
     assert again.returncode != 0 and "already exists; pass overwrite=true" in again.stderr
+    low = _sample(*args, "fps=medium", "interpolation_steps=1", "precision=bf16-true", "overwrite=true", cwd=tmp_path)
+    assert low.returncode == 0, low.stderr[-2000:]
+    mp4 = next(Path(line) for line in low.stdout.splitlines() if line.endswith(".mp4"))
+    assert decode_video(mp4.read_bytes()).shape == (61, 64, 64, 3)
     missing = _sample(f"prompt={PROMPT}", f"keyframes_dir={tmp_path / 'nope'}", cwd=tmp_path)
     assert missing.returncode != 0 and "keyframes_dir=" in missing.stderr and "Traceback" not in missing.stderr
 
