@@ -38,17 +38,6 @@ from fusionframes.utils.random_kandinsky3 import KANDINSKY_MOVQ
 PROMPT = "a red circle moving right quickly on a black background"
 
 
-def channels_last(module: torch.nn.Module) -> torch.nn.Module:
-    """Conv2d weights to channels-last and Conv3d weights to channels-last-3d, in place (``nn.Module.to`` takes one
-    memory format for both ranks and fails on the other); the convs' outputs follow their weights' layout."""
-    for conv in module.modules():
-        if isinstance(conv, torch.nn.Conv2d):
-            conv.to(memory_format=torch.channels_last)
-        elif isinstance(conv, torch.nn.Conv3d):
-            conv.to(memory_format=torch.channels_last_3d)
-    return module
-
-
 def build(kandinsky3: Path, movq: dict, resolution: int, device: torch.device) -> FusionFramesPipeline:
     """The paper-shaped pipeline with random temporal, interpolation and decoder weights on ``device``."""
     t2i = TextToImageModel.from_kandinsky3(kandinsky3, config_key="--kandinsky3")
@@ -78,8 +67,6 @@ def main() -> None:
     parser.add_argument("--compile", nargs="*", choices=COMPILE_STAGES, default=None,
                         help="torch.compile these stages (FusionFramesPipeline.compile; no names: all)")
     parser.add_argument("--cuda-graphs", action="store_true", help="CUDA graphs for the interpolation passes")
-    parser.add_argument("--decoder-channels-last", action="store_true",
-                        help="the temporal decoder's conv weights (and so its activations) in channels-last layout")
     parser.add_argument("--decode-chunk", type=int, default=16, help="latent frames per temporal-decoder window")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -88,8 +75,6 @@ def main() -> None:
     low_precision = device.type == "cuda" and args.precision == "bf16"
     if low_precision:
         pipeline.to(device, torch.bfloat16)
-    if args.decoder_channels_last:
-        channels_last(pipeline.decoder)
     if args.compile is not None:
         pipeline.compile(args.compile or COMPILE_STAGES)
     dtype = torch.bfloat16 if device.type == "cuda" and not low_precision else None
@@ -102,9 +87,7 @@ def main() -> None:
              f"({args.interpolation_steps} interpolation steps per pass), temporal decoder; {name}, "
              f"{'bf16 autocast' if dtype else 'bf16 weights' if low_precision else 'float32'}"
              f"{f', torch.compile of {args.compile or list(COMPILE_STAGES)}' if args.compile is not None else ''}"
-             f"{', CUDA graphs' if args.cuda_graphs else ''}"
-             f"{', channels-last decoder' if args.decoder_channels_last else ''}, decoder windows of "
-             f"{args.decode_chunk} latent frames; "
+             f"{', CUDA graphs' if args.cuda_graphs else ''}, decoder windows of {args.decode_chunk} latent frames; "
              f"mean of {args.repeats} runs after a warm-up", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {stage} | {statistics.mean(r[stage] for r in runs):.2f} |" for stage in runs[0]]
     lines.append(f"| **total** | **{statistics.mean(sum(r.values()) for r in runs):.2f}** |")

@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from diffusers import Kandinsky3UNet, VQModel
 
-from benchmarks.paper_sampling import channels_last
 from fusionframes.models.keyframe_unet import KeyframeUNet
 from fusionframes.models.temporal_decoder import TemporalMoVQDecoder
+from fusionframes.utils.memory_format import channels_last
 from fusionframes.utils.random_kandinsky3 import KANDINSKY_MOVQ
 
 TINY_UNET = dict(in_channels=4, time_embedding_dim=32, groups=4, attention_head_dim=8, layers_per_block=2,

@@ -30,8 +30,8 @@ def test_the_paper_shaped_pipeline_samples_every_stage(tiny_kandinsky3_dir):
 def test_channels_last_decoder_decodes_what_the_contiguous_one_does():
     from diffusers import VQModel
 
-    from benchmarks.paper_sampling import channels_last
     from fusionframes.models.temporal_decoder import TemporalMoVQDecoder
+    from fusionframes.utils.memory_format import channels_last
 
     torch.manual_seed(0)
     decoder = TemporalMoVQDecoder(VQModel(**TINY_MOVQ), "conv3x3x3_attn").eval()
