@@ -30,6 +30,7 @@ from torch import nn
 
 from fusionframes.diffusion import NoiseSchedule
 from fusionframes.models.interpolation_unet import MODES, InterpolationUNet, num_frames
+from fusionframes.utils.memory_format import channels_last
 
 ASSETS = Path(__file__).resolve().parent.parent / "fusionframes" / "assets" / "shapes"
 NUM_KEYFRAMES = 16
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps per pass (KandinskyVideo 1.1: 10)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the fastest counts")
     parser.add_argument("--cuda-graphs", action="store_true", help="replay each pass's UNet call as a CUDA graph")
+    parser.add_argument("--channels-last", action="store_true", help="both modes' conv weights channels-last")
     parser.add_argument("--latents", type=int, nargs="+", help="only these latent sizes of --size")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     args = parser.parse_args()
@@ -122,6 +124,8 @@ def main() -> None:
         results = {}
         for mode in MODES:
             model = build(args.size, mode, device, dtype)
+            if args.channels_last:
+                channels_last(model)
             r = results[mode] = measure(model, latent, args.steps, args.repeats, device, dtype, schedule,
                                         args.cuda_graphs)
             if args.cuda_graphs and device.type == "cuda":
@@ -141,6 +145,7 @@ def main() -> None:
                               f"{NUM_KEYFRAMES} keyframes, {args.steps} DDIM steps per pass, fastest of {args.repeats} "
                               f"runs, guidance w=0.25 (cond + uncond in one call), batch 1, "
                               f"{'CUDA graphs, ' if args.cuda_graphs and device.type == 'cuda' else ''}"
+                              f"{'channels-last, ' if args.channels_last else ''}"
                               f"{str(dtype).removeprefix('torch.')}, {name}."])
     print(table)
     if args.out:
