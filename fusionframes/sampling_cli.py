@@ -153,8 +153,9 @@ def run(cfg: DictConfig) -> list[Path]:
         return run_inbetween(cfg, method, device, out, stems)
     weights, autocast = check_precision(cfg.precision, device)
     pipeline = load_pipeline(cfg, stage_dir(cfg.keyframes_dir, "keyframes")).to(device, weights)
-    if compile_stages(cfg.compile):
-        pipeline.compile(compile_stages(cfg.compile))
+    stages = compile_stages(cfg.compile)
+    if stages:
+        pipeline.compile(stages)
     result = pipeline([cfg.prompt] * cfg.num_videos, fps=cfg.fps, num_inference_steps=cfg.steps,
                       guidance_scale=cfg.guidance_scale, interpolation_steps=cfg.interpolation_steps,
                       interpolation_guidance=cfg.interpolation_guidance, seed=cfg.seed, decode_chunk=cfg.decode_chunk,

@@ -299,3 +299,12 @@ def test_compiled_temporal_modules_match_eager_and_train() -> None:
             assert all(block._compiled_call_impl is not None for block in lazily.temporal["blocks"].values())
         finally:
             torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_the_whole_keyframe_model_compiles_to_one_graph(backbone: str) -> None:
+    """No graph break (the frame-position range check reads the host only outside torch.compile)."""
+    model = KeyframeUNet(BACKBONES[backbone](), "conv1d_attn1d_blocks")
+    with torch.no_grad():
+        explained = torch._dynamo.explain(model)(**batch())
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons

@@ -41,6 +41,7 @@ from fusionframes.diffusion import sample as sampling_loop
 from fusionframes.models.keyframe_unet import BACKBONES, count_parameters, module_key
 from fusionframes.models.temporal import fold, unfold, zero_
 from fusionframes.utils.pretrained import require_dir
+from fusionframes.utils.validation import in_traced_graph
 
 MODES = ("fusionframes", "mfi")
 #: In-between frames per pair of keyframes (T keyframes -> 4T - 3 frames).
@@ -193,10 +194,9 @@ class InterpolationUNet(nn.Module):
     def condition_embedding(self, skip: torch.Tensor, perturbation: torch.Tensor) -> torch.Tensor:
         """skip s, perturbation tp: long (B,) -> (B, D_t), added to the UNet's time embedding.
 
-        The range check reads the values on the host, so it is left out while a CUDA graph is captured
+        The range check reads the values on the host, so it is left out in a compiled or CUDA graph
         (``interpolate`` checks them before its loop)."""
-        capturing = skip.is_cuda and torch.cuda.is_current_stream_capturing()
-        if not capturing and (skip.min() < 0 or skip.max() > self.max_skip):
+        if not in_traced_graph(skip) and (skip.min() < 0 or skip.max() > self.max_skip):
             raise ValueError(f"skip values {skip.tolist()} are out of range; this model takes 0..{self.max_skip}.")
         tp = self.perturbation_proj(perturbation).to(self.skip_embedding.weight.dtype)
         return self.skip_embedding(skip) + self.perturbation_embedding(tp)

@@ -20,6 +20,8 @@ from einops import rearrange, repeat
 from timm.layers import Attention, Mlp
 from torch import nn
 
+from fusionframes.utils.validation import in_traced_graph
+
 #: Frames of the keyframe clips are this many source frames apart (24 fps source, 2 fps keyframes).
 KEYFRAME_STRIDE = 12
 
@@ -319,8 +321,7 @@ class FramePositionEmbedding(nn.Module):
         self.mlp = TimestepEmbedding(dim, emb_dim)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        capturing = positions.is_cuda and torch.cuda.is_current_stream_capturing()  # no host reads in a graph
-        if not capturing and (positions.min() < 0 or positions.max() >= self.max_position):
+        if not in_traced_graph(positions) and (positions.min() < 0 or positions.max() >= self.max_position):
             raise ValueError(f"frame positions must lie in [0, {self.max_position}), got "
                              f"[{int(positions.min())}, {int(positions.max())}]; raise max_position.")
         features = get_timestep_embedding(rearrange(positions, "b f -> (b f)"), self.dim, flip_sin_to_cos=True,

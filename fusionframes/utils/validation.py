@@ -9,6 +9,14 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import torch
+
+
+def in_traced_graph(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is being traced by torch.compile or captured into a CUDA graph: a value check that reads
+    it on the host would split the compiled graph or break the capture there, so such checks are skipped."""
+    return torch.compiler.is_compiling() or (tensor.is_cuda and torch.cuda.is_current_stream_capturing())
+
 
 def is_int(value: Any) -> bool:
     """An integer (Python or numpy) that is not a bool (YAML's true/false, which Python counts as ints)."""
