@@ -26,16 +26,12 @@ from pathlib import Path
 import torch
 from diffusers import Kandinsky3UNet, VQModel
 
+from benchmarks.decoder_speed import TINY_MOVQ
 from fusionframes.models.keyframe_unet import KeyframeUNet
 from fusionframes.models.temporal_decoder import TemporalMoVQDecoder
 from fusionframes.utils.memory_format import channels_last
-from fusionframes.utils.random_kandinsky3 import KANDINSKY_MOVQ
+from fusionframes.utils.random_kandinsky3 import KANDINSKY_MOVQ, TINY_KANDINSKY3_UNET
 
-TINY_UNET = dict(in_channels=4, time_embedding_dim=32, groups=4, attention_head_dim=8, layers_per_block=2,
-                 block_out_channels=(16, 32), cross_attention_dim=16, encoder_hid_dim=16)
-TINY_MOVQ = dict(block_out_channels=(32, 32), layers_per_block=1, latent_channels=4, vq_embed_dim=4,
-                 num_vq_embeddings=16, norm_type="spatial", down_block_types=("DownEncoderBlock2D",) * 2,
-                 up_block_types=("UpDecoderBlock2D",) * 2)
 FRAMES = 16
 
 
@@ -90,7 +86,7 @@ def main() -> None:
     latent, text = (16, 16) if args.tiny else (64, 4096)
     torch.manual_seed(0)
     with torch.device(device):
-        keyframes = KeyframeUNet(Kandinsky3UNet(**(TINY_UNET if args.tiny else {})), "conv1d_attn1d_blocks",
+        keyframes = KeyframeUNet(Kandinsky3UNet(**(TINY_KANDINSKY3_UNET if args.tiny else {})), "conv1d_attn1d_blocks",
                                  num_frames=FRAMES).eval()
         movq = VQModel(**(TINY_MOVQ if args.tiny else KANDINSKY_MOVQ)).eval()
         decoder = TemporalMoVQDecoder(movq, "conv3x3x3_attn").eval()

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from fusionframes.config import CONFIG_DIR
-from fusionframes.utils.random_kandinsky3 import random_kandinsky3_dir, word_level_t5
+from fusionframes.utils.random_kandinsky3 import TINY_KANDINSKY3_UNET, random_kandinsky3_dir, word_level_t5
 
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
@@ -78,8 +78,7 @@ def tiny_kandinsky3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     return random_kandinsky3_dir(
         tmp_path_factory.mktemp("kandinsky3"), shapes_vocabulary(),
-        unet=dict(in_channels=4, time_embedding_dim=32, groups=4, attention_head_dim=8, layers_per_block=2,
-                  block_out_channels=(16, 32), cross_attention_dim=16, encoder_hid_dim=16),
+        unet=TINY_KANDINSKY3_UNET,
         t5=dict(d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8))
 
 

@@ -25,6 +25,7 @@ from fusionframes.models.temporal import (
     TemporalConv3dBlock,
     frame_positions,
 )
+from fusionframes.utils.random_kandinsky3 import TINY_KANDINSKY3_UNET
 
 ASSETS = Path(__file__).resolve().parent.parent / "fusionframes" / "assets" / "shapes"
 B, F, L, TEXT_DIM, SIZE = 2, 3, 5, 16, 6  # 6x6 latents: odd 3x3 maps after one downsampling
@@ -39,10 +40,8 @@ def tiny_unet2d() -> UNet2DConditionModel:
 
 
 def tiny_kandinsky3() -> Kandinsky3UNet:
-    """Smallest Kandinsky3UNet found to build: two levels (layers_per_block=1 breaks its up blocks)."""
     torch.manual_seed(0)
-    return Kandinsky3UNet(in_channels=4, time_embedding_dim=32, groups=4, attention_head_dim=8, layers_per_block=2,
-                          block_out_channels=(16, 32), cross_attention_dim=TEXT_DIM, encoder_hid_dim=TEXT_DIM).eval()
+    return Kandinsky3UNet(**TINY_KANDINSKY3_UNET).eval()
 
 
 BACKBONES: dict[str, Callable[[], nn.Module]] = {"unet2d": tiny_unet2d, "kandinsky3": tiny_kandinsky3}

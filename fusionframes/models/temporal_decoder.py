@@ -26,6 +26,7 @@ from einops import rearrange
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from fusionframes.utils.memory_format import channels_last
 from fusionframes.utils.pretrained import require_dir, weights_digest
 
 VARIANTS = ("conv3x1x1", "conv3x3x3", "conv3x1x1_attn", "conv3x3x3_attn", "resblock_attn", "conv2d_to_3d")
@@ -266,6 +267,13 @@ class TemporalMoVQDecoder(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, F, C, h, w) -> (B, F, 3, H, W): :meth:`forward` via ``__call__``, so ``nn.Module.compile`` applies."""
         return self(latents)
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """``nn.Module.compile``, on CUDA after converting the convolutions to channels-last: compiled, that decodes
+        512x512 frames about 1.3x faster than contiguous weights (eager, it is slower; docs/benchmarks.md)."""
+        if next(self.parameters()).is_cuda:
+            channels_last(self)
+        super().compile(*args, **kwargs)
 
     def decode_chunked(self, latents: torch.Tensor, chunk: int = 8, overlap: int = 2) -> torch.Tensor:
         """:meth:`decode` of long clips in windows of ``chunk`` frames overlapping by at least ``overlap``.

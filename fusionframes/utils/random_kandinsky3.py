@@ -23,6 +23,12 @@ KANDINSKY_MOVQ: dict[str, Any] = dict(
     up_block_types=("AttnUpDecoderBlock2D",) + ("UpDecoderBlock2D",) * 3,
 )
 
+#: ``Kandinsky3UNet`` kwargs of the smallest one found to build (two levels; layers_per_block=1 breaks its up
+#: blocks), with 16-wide text; for tests and CPU smoke runs of the benchmarks.
+TINY_KANDINSKY3_UNET: dict[str, Any] = dict(
+    in_channels=4, time_embedding_dim=32, groups=4, attention_head_dim=8, layers_per_block=2,
+    block_out_channels=(16, 32), cross_attention_dim=16, encoder_hid_dim=16)
+
 
 def word_level_t5(words: list[str], **config: Any):
     """(random transformers ``T5EncoderModel`` of ``config`` (T5Config keys), word-level tokenizer over
