@@ -16,8 +16,9 @@ Each model is built fresh, so no hooks of another variant are attached. On CUDA:
 (weights + optimiser state + activations); attention is diffusers' and timm's SDPA. Prints a markdown table.
 ``--conv-compression N`` builds every variant with Conv1D bottlenecks C -> C/N (KandinskyVideo: 2; the Conv3D
 blocks match that count); ``--compile-temporal`` runs ``KeyframeUNet.compile_temporal()`` on each variant
-(torch.compile of the temporal modules only), whose compilation the warm-up steps absorb. Both are named in
-the table's first line.
+(torch.compile of the temporal modules only) and, with ``--peer``, compiles the peer's motion modules the same
+way, so both sides have their trainable modules compiled and their frozen UNet eager; the warm-up steps absorb
+the compilation. Both options are named in the table's first line.
 
     uv run python benchmarks/keyframes_step.py --device cpu --dtype fp32 --steps 3
     uv run python benchmarks/keyframes_step.py --backbone kandinsky3 --size paper --device cuda --out k3.md
@@ -39,6 +40,7 @@ from pathlib import Path
 import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from diffusers.models.unets.unet_kandinsky3 import Kandinsky3UNet
+from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from diffusers.utils import logging as diffusers_logging
 from einops import rearrange, repeat
 from torch import nn
@@ -164,11 +166,13 @@ def measure_variant(run: Run, variant: str, checkpointing: bool, fused: bool = F
     return *timed(step, run.device, run.steps, run.warmup), model.parameter_counts()["temporal"]
 
 
-def measure_animatediff(run: Run, checkpointing: bool, fused: bool = False) -> tuple[float, float | None, int]:
+def measure_animatediff(run: Run, checkpointing: bool, fused: bool = False,
+                        compile_motion: bool = False) -> tuple[float, float | None, int]:
     """(ms, peak GiB, motion parameters) of the AnimateDiff-style peer's training step on the same 2D UNet:
     diffusers' ``UNetMotionModel.from_unet2d`` with a fresh ``MotionAdapter`` (its defaults: 2 motion layers per
     block, 8 heads, a mid-block motion module), the 2D weights frozen (``freeze_unet2d_params``), forward,
-    backward and AdamW over the motion modules."""
+    backward and AdamW over the motion modules. ``compile_motion``: ``torch.compile`` each motion module
+    (``AnimateDiffTransformer3D``) in place, as ``KeyframeUNet.compile_temporal`` does for ours."""
     unet2d = build(run.size, run.device, torch.float32)
     config = unet2d.config
     adapter = MotionAdapter(block_out_channels=config.block_out_channels, motion_norm_num_groups=config.norm_num_groups,
@@ -182,6 +186,11 @@ def measure_animatediff(run: Run, checkpointing: bool, fused: bool = False) -> t
     model.train()
     if checkpointing:
         model.enable_gradient_checkpointing()
+    if compile_motion:
+        modules = [m for m in model.modules() if isinstance(m, AnimateDiffTransformer3D)]
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(modules))
+        for module in modules:
+            module.compile(dynamic=False)
     optimizer = torch.optim.AdamW(motion, lr=1e-4, fused=fused or None)
     sample = rearrange(run.sample, "b f c h w -> b c f h w")
     context = repeat(run.context, "b l d -> (b f) l d", f=sample.shape[2])  # per frame, as AnimateDiffPipeline does
@@ -215,7 +224,7 @@ def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.
              for variant in variants]
     if peer:
         rows.append(("AnimateDiff peer (UNetMotionModel + MotionAdapter)",
-                     *measure_animatediff(run, checkpointing, fused)))
+                     *measure_animatediff(run, checkpointing, fused, compile_temporal)))
 
     header = [f"{backbone} / {size_name}: {frozen_params / 1e6:,.1f}M frozen parameters, {batch}x{frames} frames of "
               f"{size.latent}x{size.latent} latents, text {size.tokens}x{size.text_dim}, {dtype}, {device} "
@@ -249,7 +258,8 @@ def main() -> None:
     parser.add_argument("--conv-compression", type=int, default=2,
                         help="Conv1D block bottleneck C -> C/N of every variant (KandinskyVideo: 2)")
     parser.add_argument("--compile-temporal", action="store_true",
-                        help="torch.compile each variant's temporal modules (KeyframeUNet.compile_temporal)")
+                        help="torch.compile each variant's temporal modules (KeyframeUNet.compile_temporal) "
+                             "and, with --peer, the peer's motion modules")
     parser.add_argument("--peer", action="store_true",
                         help="also the AnimateDiff-style peer on the same 2D UNet (unet2d backbones only)")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")

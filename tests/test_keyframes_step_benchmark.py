@@ -57,3 +57,15 @@ def test_conv_compression_and_compile_temporal_reach_every_variant_and_the_heade
     params = [variant_parameters(table) for table in tables]
     assert params[0].keys() == {"conv1d_attn1d_blocks", "conv3d_attn1d_blocks"}
     assert all(params[1][variant] < params[0][variant] for variant in params[0])  # narrower Conv1D and Conv3D blocks
+
+
+def test_compile_temporal_also_compiles_each_motion_module_of_the_peer(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(keyframes_step.AnimateDiffTransformer3D, "compile",
+                        lambda self, **kwargs: compiled.append(kwargs), raising=False)
+    run = keyframes_step.Run(TINY, torch.device("cpu"), torch.float32, steps=1, warmup=1,
+                             sample=torch.randn(1, 3, 4, 8, 8), context=torch.randn(1, 5, 16),
+                             mask=torch.ones(1, 5, dtype=torch.bool), timestep=torch.tensor([10]))
+    keyframes_step.measure_animatediff(run, checkpointing=False, compile_motion=True)
+    motion_modules = 2 * 1 + 2 * 2 + 1  # down: 1 per block, up: layers_per_block + 1, mid: 1 (the adapter's defaults)
+    assert compiled == [{"dynamic": False}] * motion_modules
