@@ -47,6 +47,7 @@ from torch import nn
 
 from fusionframes.models.keyframe_unet import VARIANTS, KeyframeUNet
 from fusionframes.models.temporal import frame_positions
+from fusionframes.utils.compilation import compile_each
 
 ASSETS = Path(__file__).resolve().parent.parent / "fusionframes" / "assets" / "shapes"
 
@@ -187,10 +188,7 @@ def measure_animatediff(run: Run, checkpointing: bool, fused: bool = False,
     if checkpointing:
         model.enable_gradient_checkpointing()
     if compile_motion:
-        modules = [m for m in model.modules() if isinstance(m, AnimateDiffTransformer3D)]
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(modules))
-        for module in modules:
-            module.compile(dynamic=False)
+        compile_each([m for m in model.modules() if isinstance(m, AnimateDiffTransformer3D)])
     optimizer = torch.optim.AdamW(motion, lr=1e-4, fused=fused or None)
     sample = rearrange(run.sample, "b f c h w -> b c f h w")
     context = repeat(run.context, "b l d -> (b f) l d", f=sample.shape[2])  # per frame, as AnimateDiffPipeline does

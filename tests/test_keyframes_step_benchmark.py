@@ -66,6 +66,7 @@ def test_compile_temporal_also_compiles_each_motion_module_of_the_peer(monkeypat
     run = keyframes_step.Run(TINY, torch.device("cpu"), torch.float32, steps=1, warmup=1,
                              sample=torch.randn(1, 3, 4, 8, 8), context=torch.randn(1, 5, 16),
                              mask=torch.ones(1, 5, dtype=torch.bool), timestep=torch.tensor([10]))
-    keyframes_step.measure_animatediff(run, checkpointing=False, compile_motion=True)
+    with torch._dynamo.config.patch(cache_size_limit=8):  # compile_each raises it; restored after the test
+        keyframes_step.measure_animatediff(run, checkpointing=False, compile_motion=True)
     motion_modules = 2 * 1 + 2 * 2 + 1  # down: 1 per block, up: layers_per_block + 1, mid: 1 (the adapter's defaults)
     assert compiled == [{"dynamic": False}] * motion_modules

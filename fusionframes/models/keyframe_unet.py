@@ -36,6 +36,7 @@ from fusionframes.models.temporal import (
     TemporalConvLayer,
     check_compression,
 )
+from fusionframes.utils.compilation import compile_each
 from fusionframes.utils.pretrained import require_dir
 
 #: variant -> (placement, conv module, attention module). "blocks": a temporal block after every spatial
@@ -231,22 +232,14 @@ class KeyframeUNet(nn.Module):
         return self.config["num_frames"]
 
     def compile_temporal(self, **kwargs: object) -> KeyframeUNet:
-        """``torch.compile`` every temporal module in place (``nn.Module.compile``: state-dict names and the hooks
-        that call the modules are unchanged); the frozen UNet stays eager. ``kwargs`` go to ``torch.compile``.
+        """``torch.compile`` every temporal module in place (``compile_each``: static shapes unless ``dynamic`` is
+        passed, one compiled graph per input signature of a module class; the Kandinsky 3 UNet has 11 Conv1D block
+        signatures); the frozen UNet stays eager. ``kwargs`` go to ``torch.compile``.
 
         Inductor fuses each module's chain of conditional group norm, SiLU and reshapes around its convolutions
-        and attention, the memory-bound part of a temporal module's forward and backward. Shapes are static
-        unless ``dynamic`` is passed: the modules of one class share one compiled graph per input signature
-        (channels, resolution, grad mode), compiled on its first call, and dynamo's per-function recompile limit
-        (``torch._dynamo.config.cache_size_limit``, 8 by default) is raised to two per module so that none of
-        them falls back to eager (the Kandinsky 3 UNet has 11 Conv1D block signatures).
+        and attention, the memory-bound part of a temporal module's forward and backward.
         """
-        blocks = self.temporal["blocks"]
-        kwargs.setdefault("dynamic", False)
-        dynamo_config = torch._dynamo.config
-        dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, 2 * len(blocks))
-        for block in blocks.values():
-            block.compile(**kwargs)
+        compile_each(list(self.temporal["blocks"].values()), **kwargs)
         return self
 
     def _checkpointed(self, forward: Callable, *args: object, **kwargs: object) -> object:
