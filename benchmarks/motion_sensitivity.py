@@ -7,6 +7,12 @@ growing<->shrinking), the clip reversed in time with its true caption, and the e
 has learned text-controlled motion has a clearly higher loss for the swapped caption and the reversed clip
 than for the true one; equal losses mean it predicts motion-symmetric frames. Mean over ``--seeds`` noises.
 
+A second table asks where the caption's words act at all: the relative change ||pred(c') - pred(c)|| / ||pred(c)||
+of the prediction on the noised true clips when one word of the caption c is swapped (motion for its opposite;
+colour, shape, background and speed for another value of the world), for the keyframe model and for the frozen 2D
+UNet frame by frame. A keyframe model whose motion column is no larger than the 2D UNet's reads the motion word
+only as the frozen spatial layers do.
+
     uv run python benchmarks/motion_sensitivity.py --device cuda --clips 32
     uv run python benchmarks/motion_sensitivity.py --keyframes-dir outputs/.../export/keyframes
 """
@@ -14,12 +20,13 @@ than for the true one; equal losses mean it predicts motion-symmetric frames. Me
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from fusionframes.data.samplers import frames_to_tensor
-from fusionframes.data.shapes import ShapesWorld
+from fusionframes.data.shapes import BACKGROUNDS, COLOURS, SHAPES, SPEEDS, ShapeScene, ShapesWorld
 from fusionframes.models.temporal import frame_positions
 from fusionframes.pipeline import FusionFramesPipeline
 from fusionframes.utils.resolvers import ASSETS_DIR
@@ -27,45 +34,90 @@ from fusionframes.utils.resolvers import ASSETS_DIR
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "growing": "shrinking",
             "shrinking": "growing"}
 COLUMNS = ("true clip and caption", "2D UNet only", "swapped motion in caption", "reversed clip", "empty caption")
+WORDS = ("motion", "colour", "shape", "background", "speed")
 
 
-def clips(pipeline: FusionFramesPipeline, count: int) -> tuple[torch.Tensor, list[str], list[str]]:
-    """Latents (N, 16, C, h, w) of held-out-seed clips, their captions and the motion-swapped captions."""
+def next_value(value: str, values: tuple[str, ...]) -> str:
+    """The value after ``value`` in ``values`` (cyclic)."""
+    return values[(values.index(value) + 1) % len(values)]
+
+
+def swapped_caption(scene: ShapeScene, word: str) -> str:
+    """``scene``'s caption with one attribute (one of ``WORDS``) changed: the motion to its opposite, the others to the
+    next value of the world."""
+    values = {"colour": tuple(COLOURS), "shape": SHAPES, "background": tuple(BACKGROUNDS), "speed": SPEEDS}
+    new = OPPOSITE[scene.motion] if word == "motion" else next_value(getattr(scene, word), values[word])
+    return replace(scene, **{word: new}).caption()
+
+
+def clips(pipeline: FusionFramesPipeline, count: int) -> tuple[torch.Tensor, list[ShapeScene]]:
+    """Latents (N, 16, C, h, w) of held-out-seed clips and their scenes."""
     world = ShapesWorld(resolution=pipeline.resolution, num_frames=400, seed=5)
-    videos, captions, swapped = [], [], []
-    for index in range(count):
-        scene = world.scene(index)
-        videos.append(frames_to_tensor(world.render(scene, range(100, 100 + 15 * pipeline.frame_stride + 1,
-                                                                 pipeline.frame_stride))))
-        captions.append(scene.caption())
-        swapped.append(captions[-1].replace(scene.motion, OPPOSITE[scene.motion]))
-    return pipeline.codec.encode(torch.stack(videos).to(pipeline.device)), captions, swapped
+    scenes = [world.scene(index) for index in range(count)]
+    frames = range(100, 100 + 15 * pipeline.frame_stride + 1, pipeline.frame_stride)
+    videos = torch.stack([frames_to_tensor(world.render(scene, frames)) for scene in scenes])
+    return pipeline.codec.encode(videos.to(pipeline.device)), scenes
 
 
-@torch.no_grad()
+class Denoiser:
+    """The keyframe model (or the frozen 2D UNet frame by frame) on clips ``z0`` (N, F, C, h, w) noised at t."""
+
+    def __init__(self, pipeline: FusionFramesPipeline, z0: torch.Tensor) -> None:
+        self.pipeline, self.z0 = pipeline, z0
+        self.positions = frame_positions(len(z0), z0.shape[1], pipeline.frame_stride, pipeline.device)
+
+    def noise(self, seed: int) -> torch.Tensor:
+        return torch.randn(self.z0.shape, generator=torch.Generator(self.pipeline.device).manual_seed(seed),
+                           device=self.pipeline.device)
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str], t: int, noise: torch.Tensor, temporal: bool = True,
+                 reverse: bool = False) -> torch.Tensor:
+        """Epsilon prediction (N, F, C, h, w) for ``texts`` at timestep ``t`` (the clips reversed in time if asked)."""
+        p = self.pipeline
+        z0 = self.z0.flip(1) if reverse else self.z0
+        tt = torch.full((len(z0),), t, device=p.device, dtype=torch.long)
+        context, mask = p.t2i.text_encoder.encode(texts)
+        z_t = p.t2i.schedule.add_noise(z0, noise, tt)
+        if temporal:
+            return p.keyframes(z_t, tt, context, mask, self.positions)
+        return torch.stack([p.t2i.unet(z_t[:, i], tt, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+                            for i in range(z0.shape[1])], dim=1)
+
+
 def losses(pipeline: FusionFramesPipeline, count: int, timesteps: list[int], seeds: int) -> dict[int, list[float]]:
-    z0, captions, swapped = clips(pipeline, count)
-    device, schedule = pipeline.device, pipeline.t2i.schedule
-    positions = frame_positions(count, z0.shape[1], pipeline.frame_stride, device)
+    """{t: the epsilon MSE of each of ``COLUMNS``}, mean over ``seeds`` noises."""
+    z0, scenes = clips(pipeline, count)
+    denoise = Denoiser(pipeline, z0)
+    captions = [scene.caption() for scene in scenes]
+    swapped = [swapped_caption(scene, "motion") for scene in scenes]
 
-    def loss(z: torch.Tensor, texts: list[str], t: int, temporal: bool = True) -> float:
+    def loss(texts: list[str], t: int, **options: bool) -> float:
+        noises = [denoise.noise(seed) for seed in range(seeds)]
+        return sum(float((denoise(texts, t, n, **options) - n).square().mean()) for n in noises) / seeds
+
+    return {t: [loss(captions, t), loss(captions, t, temporal=False), loss(swapped, t), loss(captions, t, reverse=True),
+                loss([""] * count, t)] for t in timesteps}
+
+
+def word_sensitivity(pipeline: FusionFramesPipeline, count: int, timesteps: list[int],
+                     seeds: int) -> dict[int, dict[str, tuple[float, float]]]:
+    """{t: {word: (keyframe model, 2D UNet)}}: relative change of the prediction when ``word`` of the caption is
+    swapped (``swapped_caption``), mean over ``seeds`` noises."""
+    z0, scenes = clips(pipeline, count)
+    denoise = Denoiser(pipeline, z0)
+    captions = [scene.caption() for scene in scenes]
+
+    def change(word: str, t: int, temporal: bool) -> float:
         values = []
         for seed in range(seeds):
-            noise = torch.randn(z.shape, generator=torch.Generator(device).manual_seed(seed), device=device)
-            tt = torch.full((count,), t, device=device, dtype=torch.long)
-            context, mask = pipeline.t2i.text_encoder.encode(texts)
-            z_t = schedule.add_noise(z, noise, tt)
-            if temporal:
-                pred = pipeline.keyframes(z_t, tt, context, mask, positions)
-            else:
-                pred = torch.stack([pipeline.t2i.unet(z_t[:, i], tt, encoder_hidden_states=context,
-                                                      encoder_attention_mask=mask).sample
-                                    for i in range(z.shape[1])], dim=1)
-            values.append(float((pred - noise).square().mean()))
-        return sum(values) / len(values)
+            noise = denoise.noise(seed)
+            pred = denoise(captions, t, noise, temporal)
+            other = denoise([swapped_caption(scene, word) for scene in scenes], t, noise, temporal)
+            values.append(float((other - pred).norm() / pred.norm()))
+        return sum(values) / seeds
 
-    return {t: [loss(z0, captions, t), loss(z0, captions, t, temporal=False), loss(z0, swapped, t),
-                loss(z0.flip(1), captions, t), loss(z0, [""] * count, t)] for t in timesteps}
+    return {t: {word: (change(word, t, True), change(word, t, False)) for word in WORDS} for t in timesteps}
 
 
 def main() -> None:
@@ -84,6 +136,11 @@ def main() -> None:
              f"mean of {args.seeds} noises.", "", "| t | " + " | ".join(COLUMNS) + " |",
              "|---" * (len(COLUMNS) + 1) + "|"]
     lines += [f"| {t} | " + " | ".join(f"{v:.4f}" for v in row) + " |" for t, row in table.items()]
+    words = word_sensitivity(pipeline, args.clips, args.timesteps, args.seeds)
+    lines += ["", "Relative change of the prediction when one word of the caption is swapped: keyframe model / "
+              "2D UNet.", "", "| t | " + " | ".join(WORDS) + " |", "|---" * (len(WORDS) + 1) + "|"]
+    lines += [f"| {t} | " + " | ".join(f"{k:.4f} / {u:.4f}" for k, u in row.values()) + " |"
+              for t, row in words.items()]
     print("\n".join(lines))
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
