@@ -10,6 +10,7 @@ clip (accuracy 1); a model that memorised the clips but not the word picks one o
 
     uv run python benchmarks/direction_memorisation.py --device cuda --seconds 400
     uv run python benchmarks/direction_memorisation.py --device cuda --variant conv3d_attn1d_blocks --text-conditioning
+    uv run python benchmarks/direction_memorisation.py --device cuda --text-cross-attention
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> dict[str, tuple[float, np.ndarray]]:
     torch.manual_seed(0)
     t2i = TextToImageModel.from_pretrained(ASSETS_DIR / "shapes" / "t2i").to(device)
     codec = LatentCodec.from_pretrained(ASSETS_DIR / "shapes" / "movq").to(device)
-    model = KeyframeUNet(t2i.unet, args.variant, num_frames=FRAMES, text_conditioning=args.text_conditioning).to(device)
+    model = KeyframeUNet(t2i.unet, args.variant, num_frames=FRAMES, text_conditioning=args.text_conditioning,
+                         text_cross_attention=args.text_cross_attention).to(device)
     world = ShapesWorld(num_frames=STRIDE * (FRAMES - 1) + 1)
     clips = scenes(world.resolution)
     captions = [scene.caption() for scene in clips]
@@ -92,7 +94,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--variant", default="conv1d_attn1d_blocks", choices=list(VARIANTS))
-    parser.add_argument("--text-conditioning", action="store_true")
+    parser.add_argument("--text-conditioning", action="store_true", help="pooled text in the temporal norms")
+    parser.add_argument("--text-cross-attention", action="store_true", help="temporal cross-attention to the text")
     parser.add_argument("--high-noise-gamma", type=float, default=None)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seconds", type=float, default=400.0)

@@ -24,7 +24,8 @@ def test_clips_cross_the_frame_in_their_captioned_direction() -> None:
 
 def test_run_trains_samples_and_scores_every_direction() -> None:
     args = argparse.Namespace(device="cpu", variant="conv1d_attn1d_blocks", text_conditioning=True,
-                              high_noise_gamma=30.0, lr=1e-3, seconds=60.0, max_steps=2, seeds=1, steps=2)
+                              text_cross_attention=True, high_noise_gamma=30.0, lr=1e-3, seconds=60.0, max_steps=2,
+                              seeds=1, steps=2)
     table = dm.run(args)
     assert set(table) == set(DIRECTIONS)
     assert all(0.0 <= accuracy <= 1.0 and shift.shape == (2,) for accuracy, shift in table.values())

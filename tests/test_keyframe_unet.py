@@ -21,6 +21,7 @@ from fusionframes.models.keyframe_unet import (
     parameter_table,
 )
 from fusionframes.models.temporal import (
+    TemporalAttention1dBlock,
     TemporalConv1dBlock,
     TemporalConv3dBlock,
     frame_positions,
@@ -306,3 +307,43 @@ def test_the_whole_keyframe_model_compiles_to_one_graph() -> None:
     with torch.no_grad():
         explained = torch._dynamo.explain(model)(**batch())
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_text_cross_attention_starts_as_identity_trains_and_reads_the_prompt_per_position(backbone: str,
+                                                                                          tmp_path: Path) -> None:
+    unet = BACKBONES[backbone]()
+    model = KeyframeUNet(unet, "conv1d_attn1d_blocks", text_cross_attention=True, gradient_checkpointing=True)
+    attention_blocks = sum(isinstance(b, TemporalAttention1dBlock) for b in model.temporal["blocks"].values())
+    assert len(model.temporal["text_attention"]) == attention_blocks > 0
+    inputs = batch()
+    with torch.no_grad():
+        assert torch.allclose(model(**inputs), frame_by_frame(unet, inputs), atol=1e-5)
+    model(**inputs).square().mean().backward()
+    # The zero-initialised output projection gets a gradient at once (its input, the attention, is not zero).
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.temporal["text_attention"].parameters())
+    perturb(model)
+    plain = KeyframeUNet(BACKBONES[backbone](), "conv1d_attn1d_blocks")
+    plain.load_temporal_state_dict({k: v for k, v in model.temporal_state_dict().items()
+                                    if not k.startswith("text_attention")})
+    masked = {**inputs, "encoder_hidden_states": inputs["encoder_hidden_states"].clone()}
+    masked["encoder_hidden_states"][1, 3:] += 5.0  # padding tokens of the second prompt: masked out everywhere
+    with torch.no_grad():
+        out = model(**inputs)
+        assert not torch.allclose(out, plain(**inputs), atol=1e-5)
+        torch.testing.assert_close(model(**masked)[1], out[1])
+    model.save_pretrained(tmp_path)
+    loaded = KeyframeUNet.from_pretrained(tmp_path, BACKBONES[backbone]())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs), out)
+    # Weights saved without the option load into a model with it and compute the same.
+    plain.save_pretrained(tmp_path / "plain")
+    widened = KeyframeUNet(BACKBONES[backbone](), "conv1d_attn1d_blocks", text_cross_attention=True)
+    widened.load_temporal_weights(tmp_path / "plain")
+    with torch.no_grad():
+        torch.testing.assert_close(widened(**inputs), plain(**inputs), rtol=1e-5, atol=1e-5)
+
+
+def test_text_cross_attention_needs_a_blocks_variant() -> None:
+    with pytest.raises(ValueError, match="text_cross_attention needs a blocks variant"):
+        KeyframeUNet(tiny_unet2d(), "conv1d_attn1d_layers", text_cross_attention=True)

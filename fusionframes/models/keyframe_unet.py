@@ -34,6 +34,7 @@ from fusionframes.models.temporal import (
     TemporalConv1dBlock,
     TemporalConv3dBlock,
     TemporalConvLayer,
+    TemporalTextAttention,
     check_compression,
 )
 from fusionframes.utils.compilation import compile_each
@@ -51,7 +52,11 @@ VARIANTS: dict[str, tuple[str, type[nn.Module], type[nn.Module]]] = {
 
 #: Options added to ``KeyframeUNet.config`` after models were first exported, with the value those exports used
 #: (a saved config.json without the key loads with it).
-CONFIG_DEFAULTS: dict[str, object] = {"conv_compression": 2}
+CONFIG_DEFAULTS: dict[str, object] = {"conv_compression": 2, "text_cross_attention": False}
+
+#: Zero-initialised parts that weights saved without them may lack (the loaded model then computes what the saved
+#: one did): the pooled-text projection and the text cross-attention.
+OPTIONAL_PARTS = ("text_projection.", "text_attention.")
 
 #: A place for a temporal module: (path in the UNet, spatial module, its output channels, "conv" | "attn").
 Site = tuple[str, nn.Module, int, str]
@@ -122,17 +127,28 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def text_dim(unet: nn.Module) -> int:
+    """Width D of the text states the UNet takes as ``encoder_hidden_states``."""
+    return getattr(unet.config, "encoder_hid_dim", None) or unet.config.cross_attention_dim
+
+
 def build_temporal(unet: nn.Module, variant: str, position_dim: int = 256, max_position: int = 1024,
                    head_dim: int = 64, conv3d_reduction: float | None = None,
-                   text_conditioning: bool = False, conv_compression: int = 2) -> nn.ModuleDict:
+                   text_conditioning: bool = False, conv_compression: int = 2,
+                   text_cross_attention: bool = False) -> nn.ModuleDict:
     """The trainable part of a ``variant`` inflation of ``unet``: ``frame_embedding``, ``blocks`` (by site key)
-    and, with ``text_conditioning``, ``text_projection`` (pooled text -> time-embedding size, zero-initialised).
+    and, with ``text_conditioning``, ``text_projection`` (pooled text -> time-embedding size, zero-initialised);
+    with ``text_cross_attention``, ``text_attention``: a ``TemporalTextAttention`` after each temporal attention
+    block (by its site key; "blocks" variants only).
     ``conv_compression``: bottleneck C -> C // conv_compression of the Conv1D blocks, whose parameter count the
     Conv3D blocks match when ``conv3d_reduction`` is None (the layers variant has no bottleneck)."""
     sites, groups_key = _backbone(unet)
     _check_variant(variant)
     check_compression(conv_compression)
     placement, conv_cls, attn_cls = VARIANTS[variant]
+    if text_cross_attention and placement != "blocks":
+        blocks_variants = ", ".join(v for v, spec in VARIANTS.items() if spec[0] == "blocks")
+        raise ValueError(f"text_cross_attention needs a blocks variant ({blocks_variants}), not {variant!r}.")
     emb_dim = unet.time_embedding.linear_2.out_features
     groups = unet.config[groups_key]
     options = {
@@ -147,10 +163,13 @@ def build_temporal(unet: nn.Module, variant: str, position_dim: int = 256, max_p
                             for path, _, channels, kind in sites(unet, placement)})
     modules = {"frame_embedding": FramePositionEmbedding(emb_dim, position_dim, max_position), "blocks": blocks}
     if text_conditioning:
-        text_dim = getattr(unet.config, "encoder_hid_dim", None) or unet.config.cross_attention_dim
-        modules["text_projection"] = nn.Linear(text_dim, emb_dim)
+        modules["text_projection"] = nn.Linear(text_dim(unet), emb_dim)
         nn.init.zeros_(modules["text_projection"].weight)
         nn.init.zeros_(modules["text_projection"].bias)
+    if text_cross_attention:
+        modules["text_attention"] = nn.ModuleDict({
+            module_key(path): TemporalTextAttention(channels, text_dim(unet), **attn_options)
+            for path, _, channels, kind in sites(unet, placement) if kind == "attn"})
     return nn.ModuleDict(modules)
 
 
@@ -174,12 +193,15 @@ class TemporalContext:
     """Per-call state read by the hooks; set by ``KeyframeUNet.forward`` and cleared after it.
 
     ``frame_emb`` (B·F, D_t): frame-position embedding; ``emb`` (B·F, D_t): time embedding of the frozen
-    UNet plus ``frame_emb``, set by the hook on ``unet.time_embedding``.
+    UNet plus ``frame_emb``, set by the hook on ``unet.time_embedding``; ``text`` (B·F, L, D) and ``text_mask``
+    (B·F, L): the prompt per frame, for the text cross-attention.
     """
 
     num_frames: int | None = None
     frame_emb: torch.Tensor | None = None
     emb: torch.Tensor | None = None
+    text: torch.Tensor | None = None
+    text_mask: torch.Tensor | None = None
 
 
 class KeyframeUNet(nn.Module):
@@ -189,7 +211,9 @@ class KeyframeUNet(nn.Module):
     temporal modules) trains. The temporal modules are conditioned on the UNet's own time embedding
     (captured from ``unet.time_embedding``) plus the frame-position embedding projected to its size D_t and,
     with ``text_conditioning``, a zero-initialised projection of the mask-averaged text states (the temporal
-    modules then see the prompt directly, not only through the frozen spatial features).
+    modules then see the prompt directly, not only through the frozen spatial features) and, with
+    ``text_cross_attention``, a cross-attention to the text tokens after each temporal attention block (not in
+    the paper: a spatially varying text path, see ``TemporalTextAttention``).
     Mixed precision: keep the temporal parameters in fp32 and run under ``torch.autocast`` when the frozen
     UNet is in bf16/fp16. diffusers' gradient checkpointing of the UNet itself is not supported (its
     recomputation runs after ``forward`` has cleared the context); use the options here instead:
@@ -204,7 +228,7 @@ class KeyframeUNet(nn.Module):
                  position_dim: int = 256, max_position: int = 1024, head_dim: int = 64,
                  conv3d_reduction: float | None = None, gradient_checkpointing: bool = False,
                  text_conditioning: bool = False, spatial_checkpointing: bool = False, conv_compression: int = 2,
-                 compile: bool = False) -> None:
+                 compile: bool = False, text_cross_attention: bool = False) -> None:
         super().__init__()
         sites, _ = _backbone(unet)
         _check_variant(variant)
@@ -213,9 +237,10 @@ class KeyframeUNet(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
         self.config = dict(variant=variant, num_frames=num_frames, position_dim=position_dim,
                            max_position=max_position, head_dim=head_dim, conv3d_reduction=conv3d_reduction,
-                           text_conditioning=text_conditioning, conv_compression=conv_compression)
+                           text_conditioning=text_conditioning, conv_compression=conv_compression,
+                           text_cross_attention=text_cross_attention)
         self.temporal = build_temporal(unet, variant, position_dim, max_position, head_dim, conv3d_reduction,
-                                       text_conditioning, conv_compression)
+                                       text_conditioning, conv_compression, text_cross_attention)
         self._context = TemporalContext()
         unet.time_embedding.register_forward_hook(self._capture_time_embedding)
         for path, module, _, _ in sites(unet, VARIANTS[variant][0]):
@@ -239,7 +264,10 @@ class KeyframeUNet(nn.Module):
         Inductor fuses each module's chain of conditional group norm, SiLU and reshapes around its convolutions
         and attention, the memory-bound part of a temporal module's forward and backward.
         """
-        compile_each(list(self.temporal["blocks"].values()), **kwargs)
+        modules = list(self.temporal["blocks"].values())
+        if "text_attention" in self.temporal:
+            modules += list(self.temporal["text_attention"].values())
+        compile_each(modules, **kwargs)
         return self
 
     def _checkpointed(self, forward: Callable, *args: object, **kwargs: object) -> object:
@@ -268,13 +296,17 @@ class KeyframeUNet(nn.Module):
         ctx = self._context
         if ctx.num_frames is None:
             return None
-        block = self.temporal["blocks"][key]
         x = output[0] if isinstance(output, tuple) else output
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            x = checkpoint(block, x, ctx.num_frames, ctx.emb, use_reentrant=False)
-        else:
-            x = block(x, ctx.num_frames, ctx.emb)
+        x = self._run(self.temporal["blocks"][key], x, ctx.num_frames, ctx.emb)
+        if "text_attention" in self.temporal and key in self.temporal["text_attention"]:
+            x = self._run(self.temporal["text_attention"][key], x, ctx.num_frames, ctx.emb, ctx.text, ctx.text_mask)
         return (x, *output[1:]) if isinstance(output, tuple) else x
+
+    def _run(self, module: nn.Module, *args: object) -> torch.Tensor:
+        """``module(*args)``, recomputed in the backward pass under ``gradient_checkpointing``."""
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(module, *args, use_reentrant=False)
+        return module(*args)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
                 encoder_attention_mask: torch.Tensor | None, positions: torch.Tensor, *,
@@ -306,14 +338,14 @@ class KeyframeUNet(nn.Module):
             weights = encoder_attention_mask.to(encoder_hidden_states.dtype)[..., None]
             pooled = (encoder_hidden_states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
             frame_emb = frame_emb + repeat(self.temporal["text_projection"](pooled), "b d -> (b f) d", f=f)
-        self._context = TemporalContext(num_frames=f, frame_emb=frame_emb)
+        # In the UNet's dtype: DeepSpeed's bf16 casts the whole module, without autocast.
+        dtype = self.unet.dtype
+        text = repeat(encoder_hidden_states.to(dtype), "b l d -> (b f) l d", f=f)
+        text_mask = repeat(encoder_attention_mask, "b l -> (b f) l", f=f)
+        self._context = TemporalContext(num_frames=f, frame_emb=frame_emb, text=text, text_mask=text_mask)
         try:
-            # In the UNet's dtype: DeepSpeed's bf16 casts the whole module, without autocast.
-            dtype = self.unet.dtype
             out = self.unet(rearrange(sample.to(dtype), "b f c h w -> (b f) c h w"), timesteps,
-                            encoder_hidden_states=repeat(encoder_hidden_states.to(dtype), "b l d -> (b f) l d", f=f),
-                            encoder_attention_mask=repeat(encoder_attention_mask, "b l -> (b f) l", f=f),
-                            return_dict=False)[0]
+                            encoder_hidden_states=text, encoder_attention_mask=text_mask, return_dict=False)[0]
         finally:
             self._context = TemporalContext()
         return rearrange(out, "(b f) c h w -> b f c h w", b=b)
@@ -362,15 +394,16 @@ class KeyframeUNet(nn.Module):
     def load_temporal_weights(self, directory: str | Path, config_key: str = "model.init_from") -> None:
         """Load ``temporal.safetensors`` written by ``save_pretrained`` (e.g. to continue training from it).
 
-        Only the zero-initialised ``text_projection`` may be absent (weights saved without
-        ``text_conditioning``): it keeps its initialisation, so the loaded model computes what the saved one did.
+        Only the zero-initialised ``OPTIONAL_PARTS`` may be absent (weights saved without ``text_conditioning`` or
+        ``text_cross_attention``): they keep their initialisation, so the loaded model computes what the saved one
+        did.
         """
         weights = require_dir(directory, config_key) / "temporal.safetensors"
         if not weights.is_file():
             raise FileNotFoundError(f"{config_key}={directory} has no temporal.safetensors.")
         state = {k: v.float() for k, v in load_file(weights).items()}
         own = self.temporal.state_dict()
-        missing = [k for k in own if k not in state and not k.startswith("text_projection.")]
+        missing = [k for k in own if k not in state and not k.startswith(OPTIONAL_PARTS)]
         wrong = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
         if missing or wrong:
             raise ValueError(f"{config_key}={directory} does not fit this model (missing {missing[:3]}, unexpected "

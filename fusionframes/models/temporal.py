@@ -14,6 +14,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention as CrossAttention
 from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
 from diffusers.models.unets.unet_kandinsky3 import Kandinsky3ConditionalGroupNorm
 from einops import rearrange, repeat
@@ -305,6 +306,34 @@ class TemporalAttention3dBlock(TemporalAttention1dBlock):
         out = rearrange(self.attention(seq, attn_mask=mask), "(b h w) (f p1 p2) c -> b c f (h p1) (w p2)",
                         b=b, h=(h + pad_h) // p, f=f, p1=p, p2=p)
         return out[..., :h, :w]
+
+
+class TemporalTextAttention(nn.Module):
+    """FrameConditionalGroupNorm(emb) → cross-attention of every position of every frame to the text tokens → residual.
+
+    Not in the paper, whose temporal modules see the prompt only through the time embedding (a per-channel,
+    spatially uniform scale and shift): this path lets the caption act differently at different positions of a
+    frame (e.g. at the leading and trailing edge of a moving shape), which a motion word that no single frame shows
+    needs (docs/shapes_pipeline.md, "Where the motion word is lost"). diffusers' ``Attention`` with a
+    zero-initialised output, so the module is the identity at init.
+
+    x (B·F, C, H, W), emb (B·F, D_emb), text (B·F, L, D_text), mask (B·F, L) bool -> (B·F, C, H, W).
+    """
+
+    def __init__(self, channels: int, text_dim: int, emb_dim: int, groups: int = 32, head_dim: int = 64) -> None:
+        super().__init__()
+        self.norm = FrameConditionalGroupNorm(norm_groups(channels, groups), channels, emb_dim)
+        self.attention = CrossAttention(channels, cross_attention_dim=text_dim, heads=max(1, channels // head_dim),
+                                        dim_head=head_dim)
+        zero_(self.attention.to_out[0])
+
+    def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor, text: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        h = x.shape[-2]
+        tokens = rearrange(self.norm(unfold(x, num_frames), emb), "b c f h w -> (b f) (h w) c")
+        bias = (~mask).to(tokens.dtype) * -10000.0  # diffusers' UNet2DConditionModel encoder-mask convention
+        out = self.attention(tokens, encoder_hidden_states=text.to(tokens.dtype), attention_mask=bias[:, None])
+        return x + rearrange(out, "bf (h w) c -> bf c h w", h=h)
 
 
 class FramePositionEmbedding(nn.Module):
