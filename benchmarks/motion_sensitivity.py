@@ -60,11 +60,16 @@ def clips(pipeline: FusionFramesPipeline, count: int) -> tuple[torch.Tensor, lis
 
 
 class Denoiser:
-    """The keyframe model (or the frozen 2D UNet frame by frame) on clips ``z0`` (N, F, C, h, w) noised at t."""
+    """The keyframe model (or the frozen 2D UNet frame by frame) on ``count`` held-out clips (``clips``), noised at t.
 
-    def __init__(self, pipeline: FusionFramesPipeline, z0: torch.Tensor) -> None:
-        self.pipeline, self.z0 = pipeline, z0
-        self.positions = frame_positions(len(z0), z0.shape[1], pipeline.frame_stride, pipeline.device)
+    ``z0`` (N, F, C, h, w), ``scenes`` and their ``captions`` are rendered and encoded once, for every table.
+    """
+
+    def __init__(self, pipeline: FusionFramesPipeline, count: int) -> None:
+        self.pipeline = pipeline
+        self.z0, self.scenes = clips(pipeline, count)
+        self.captions = [scene.caption() for scene in self.scenes]
+        self.positions = frame_positions(count, self.z0.shape[1], pipeline.frame_stride, pipeline.device)
 
     def noise(self, seed: int) -> torch.Tensor:
         return torch.randn(self.z0.shape, generator=torch.Generator(self.pipeline.device).manual_seed(seed),
@@ -85,39 +90,35 @@ class Denoiser:
                             for i in range(z0.shape[1])], dim=1)
 
 
-def losses(pipeline: FusionFramesPipeline, count: int, timesteps: list[int], seeds: int) -> dict[int, list[float]]:
+def losses(denoise: Denoiser, timesteps: list[int], seeds: int) -> dict[int, list[float]]:
     """{t: the epsilon MSE of each of ``COLUMNS``}, mean over ``seeds`` noises."""
-    z0, scenes = clips(pipeline, count)
-    denoise = Denoiser(pipeline, z0)
-    captions = [scene.caption() for scene in scenes]
-    swapped = [swapped_caption(scene, "motion") for scene in scenes]
+    captions = denoise.captions
+    swapped = [swapped_caption(scene, "motion") for scene in denoise.scenes]
 
     def loss(texts: list[str], t: int, **options: bool) -> float:
         noises = [denoise.noise(seed) for seed in range(seeds)]
         return sum(float((denoise(texts, t, n, **options) - n).square().mean()) for n in noises) / seeds
 
     return {t: [loss(captions, t), loss(captions, t, temporal=False), loss(swapped, t), loss(captions, t, reverse=True),
-                loss([""] * count, t)] for t in timesteps}
+                loss([""] * len(captions), t)] for t in timesteps}
 
 
-def word_sensitivity(pipeline: FusionFramesPipeline, count: int, timesteps: list[int],
-                     seeds: int) -> dict[int, dict[str, tuple[float, float]]]:
+def word_sensitivity(denoise: Denoiser, timesteps: list[int], seeds: int) -> dict[int, dict[str, tuple[float, float]]]:
     """{t: {word: (keyframe model, 2D UNet)}}: relative change of the prediction when ``word`` of the caption is
     swapped (``swapped_caption``), mean over ``seeds`` noises."""
-    z0, scenes = clips(pipeline, count)
-    denoise = Denoiser(pipeline, z0)
-    captions = [scene.caption() for scene in scenes]
-
-    def change(word: str, t: int, temporal: bool) -> float:
-        values = []
+    swapped = {word: [swapped_caption(scene, word) for scene in denoise.scenes] for word in WORDS}
+    table = {}
+    for t in timesteps:
+        change = {(word, temporal): 0.0 for word in WORDS for temporal in (True, False)}
         for seed in range(seeds):
             noise = denoise.noise(seed)
-            pred = denoise(captions, t, noise, temporal)
-            other = denoise([swapped_caption(scene, word) for scene in scenes], t, noise, temporal)
-            values.append(float((other - pred).norm() / pred.norm()))
-        return sum(values) / seeds
-
-    return {t: {word: (change(word, t, True), change(word, t, False)) for word in WORDS} for t in timesteps}
+            for temporal in (True, False):
+                pred = denoise(denoise.captions, t, noise, temporal)
+                for word in WORDS:
+                    other = denoise(swapped[word], t, noise, temporal)
+                    change[word, temporal] += float((other - pred).norm() / pred.norm()) / seeds
+        table[t] = {word: (change[word, True], change[word, False]) for word in WORDS}
+    return table
 
 
 def main() -> None:
@@ -131,12 +132,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     pipeline = FusionFramesPipeline.from_pretrained(args.pipeline_dir, keyframes_dir=args.keyframes_dir)
-    table = losses(pipeline.to(args.device), args.clips, args.timesteps, args.seeds)
+    denoise = Denoiser(pipeline.to(args.device), args.clips)
+    table = losses(denoise, args.timesteps, args.seeds)
     lines = [f"Keyframes {args.keyframes_dir or args.pipeline_dir}, {args.clips} clips, epsilon MSE, "
              f"mean of {args.seeds} noises.", "", "| t | " + " | ".join(COLUMNS) + " |",
              "|---" * (len(COLUMNS) + 1) + "|"]
     lines += [f"| {t} | " + " | ".join(f"{v:.4f}" for v in row) + " |" for t, row in table.items()]
-    words = word_sensitivity(pipeline, args.clips, args.timesteps, args.seeds)
+    words = word_sensitivity(denoise, args.timesteps, args.seeds)
     lines += ["", "Relative change of the prediction when one word of the caption is swapped: keyframe model / "
               "2D UNet.", "", "| t | " + " | ".join(WORDS) + " |", "|---" * (len(WORDS) + 1) + "|"]
     lines += [f"| {t} | " + " | ".join(f"{k:.4f} / {u:.4f}" for k, u in row.values()) + " |"

@@ -39,9 +39,8 @@ def test_swapped_caption_of_a_size_change_is_the_opposite_change() -> None:
 def test_two_dimensional_baseline_is_frame_by_frame(pipeline: FusionFramesPipeline) -> None:
     """The 2D UNet sees each frame alone, so reversing the clip reverses its prediction; the keyframe model mixes
     frames, so it does not."""
-    z0, scenes = ms.clips(pipeline, 1)
-    denoise = ms.Denoiser(pipeline, z0)
-    captions = [scenes[0].caption()]
+    denoise = ms.Denoiser(pipeline, 1)
+    captions = denoise.captions
     noise = denoise.noise(0)
     forward = denoise(captions, 600, noise, temporal=False)
     backward = denoise(captions, 600, noise.flip(1), temporal=False, reverse=True)
@@ -52,10 +51,11 @@ def test_two_dimensional_baseline_is_frame_by_frame(pipeline: FusionFramesPipeli
 
 
 def test_tables(pipeline: FusionFramesPipeline) -> None:
-    losses = ms.losses(pipeline, 1, [800], 1)
+    denoise = ms.Denoiser(pipeline, 1)
+    losses = ms.losses(denoise, [800], 1)
     assert list(losses) == [800] and len(losses[800]) == len(ms.COLUMNS)
     assert all(math.isfinite(v) and v > 0 for v in losses[800])
-    words = ms.word_sensitivity(pipeline, 1, [800], 1)
+    words = ms.word_sensitivity(denoise, [800], 1)
     assert set(words[800]) == set(ms.WORDS)
     assert all(math.isfinite(v) and v >= 0 for pair in words[800].values() for v in pair)
     # The caption reaches both models: a colour swap moves either prediction.
