@@ -2,8 +2,8 @@
 
 Four 181-frame clips of one red circle on black, moving left, right, up and down across the whole frame
 (16 keyframes, stride 12), are the whole training set. Fresh temporal modules on the shipped frozen T2I
-train on them (AdamW, the noise-prediction loss, optionally ``--high-noise-gamma``) for ``--seconds`` (timesteps drawn from
-``[--t-min, T)``), then ``--seeds`` videos per caption are sampled from pure noise (DDIM with
+train on them (AdamW, the noise-prediction loss, optionally ``--high-noise-gamma``) for ``--seconds``
+(timesteps drawn from ``[--t-min, T)``), then ``--seeds`` videos per caption are sampled from pure noise (DDIM with
 ``--timestep-spacing``, no guidance: the captions are never dropped) and their motion is measured from the
 pixels. A model that ties the motion word to the frames reproduces each caption's clip (accuracy 1); a model
 that memorised the clips but not the word picks one of them by the noise (accuracy about 1/4, with large
