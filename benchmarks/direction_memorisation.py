@@ -8,7 +8,8 @@ train on them (AdamW, the noise-prediction loss, optionally ``--high-noise-gamma
 pixels. A model that ties the motion word to the frames reproduces each caption's clip (accuracy 1); a model
 that memorised the clips but not the word picks one of them by the noise (accuracy about 1/4, with large
 displacements in random directions). So far every configuration has done the latter, temporal cross-attention
-to the text included (docs/shapes_pipeline.md, "Where the motion word is lost").
+to the text included (docs/shapes_pipeline.md, "Where the motion word is lost" and "Temporal
+cross-attention to the text on GPUs").
 
     uv run python benchmarks/direction_memorisation.py --device cuda --seconds 400
     uv run python benchmarks/direction_memorisation.py --device cuda --variant conv3d_attn1d_blocks --text-conditioning
