@@ -193,8 +193,8 @@ class TemporalContext:
     """Per-call state read by the hooks; set by ``KeyframeUNet.forward`` and cleared after it.
 
     ``frame_emb`` (B·F, D_t): frame-position embedding; ``emb`` (B·F, D_t): time embedding of the frozen
-    UNet plus ``frame_emb``, set by the hook on ``unet.time_embedding``; ``text`` (B·F, L, D) and ``text_mask``
-    (B·F, L): the prompt per frame, for the text cross-attention.
+    UNet plus ``frame_emb``, set by the hook on ``unet.time_embedding``; ``text`` (B, L, D) and ``text_mask``
+    (B, L): the prompt of each video, for the text cross-attention.
     """
 
     num_frames: int | None = None
@@ -342,7 +342,8 @@ class KeyframeUNet(nn.Module):
         dtype = self.unet.dtype
         text = repeat(encoder_hidden_states.to(dtype), "b l d -> (b f) l d", f=f)
         text_mask = repeat(encoder_attention_mask, "b l -> (b f) l", f=f)
-        self._context = TemporalContext(num_frames=f, frame_emb=frame_emb, text=text, text_mask=text_mask)
+        self._context = TemporalContext(num_frames=f, frame_emb=frame_emb, text=encoder_hidden_states.to(dtype),
+                                        text_mask=encoder_attention_mask)
         try:
             out = self.unet(rearrange(sample.to(dtype), "b f c h w -> (b f) c h w"), timesteps,
                             encoder_hidden_states=text, encoder_attention_mask=text_mask, return_dict=False)[0]

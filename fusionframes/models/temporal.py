@@ -315,9 +315,10 @@ class TemporalTextAttention(nn.Module):
     spatially uniform scale and shift): this path lets the caption act differently at different positions of a
     frame (e.g. at the leading and trailing edge of a moving shape), which a motion word that no single frame shows
     needs (docs/shapes_pipeline.md, "Where the motion word is lost"). diffusers' ``Attention`` with a
-    zero-initialised output, so the module is the identity at init.
+    zero-initialised output, so the module is the identity at init. The frames of a video share its prompt, so
+    they form one query sequence and the text keys and values are projected once per video.
 
-    x (B·F, C, H, W), emb (B·F, D_emb), text (B·F, L, D_text), mask (B·F, L) bool -> (B·F, C, H, W).
+    x (B·F, C, H, W), emb (B·F, D_emb), text (B, L, D_text), mask (B, L) bool -> (B·F, C, H, W).
     """
 
     def __init__(self, channels: int, text_dim: int, emb_dim: int, groups: int = 32, head_dim: int = 64) -> None:
@@ -329,11 +330,11 @@ class TemporalTextAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor, text: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
-        h = x.shape[-2]
-        tokens = rearrange(self.norm(unfold(x, num_frames), emb), "b c f h w -> (b f) (h w) c")
+        h, w = x.shape[-2:]
+        tokens = rearrange(self.norm(unfold(x, num_frames), emb), "b c f h w -> b (f h w) c")
         bias = (~mask).to(tokens.dtype) * -10000.0  # diffusers' UNet2DConditionModel encoder-mask convention
         out = self.attention(tokens, encoder_hidden_states=text.to(tokens.dtype), attention_mask=bias[:, None])
-        return x + rearrange(out, "bf (h w) c -> bf c h w", h=h)
+        return x + rearrange(out, "b (f h w) c -> (b f) c h w", f=num_frames, h=h, w=w)
 
 
 class FramePositionEmbedding(nn.Module):
