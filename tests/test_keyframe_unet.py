@@ -332,6 +332,11 @@ def test_text_cross_attention_starts_as_identity_trains_and_reads_the_prompt_per
         out = model(**inputs)
         assert not torch.allclose(out, plain(**inputs), atol=1e-5)
         torch.testing.assert_close(model(**masked)[1], out[1])
+        other = {**inputs, "encoder_hidden_states": inputs["encoder_hidden_states"].clone()}
+        other["encoder_hidden_states"][0] += 1.0  # another prompt for the first video only
+        changed = model(**other)
+        assert not torch.allclose(changed[0], out[0], atol=1e-5)
+        torch.testing.assert_close(changed[1], out[1])
     model.save_pretrained(tmp_path)
     loaded = KeyframeUNet.from_pretrained(tmp_path, BACKBONES[backbone]())
     with torch.no_grad():
