@@ -1,12 +1,16 @@
 """Quality of the shipped (or given) pipeline against shapes-world ground truth.
 
-Samples one video for every (colour, shape, motion) prompt of the world (backgrounds cycle, speed
-"quickly"), measures colour accuracy, direction accuracy and trajectory smoothness from the frames
-(fusionframes.metrics.shapes), and scores the interpolator alone: 16 true keyframes of rendered videos
--> one s=3 pass -> PSNR of the in-between frames against the true ones. Prints a markdown table.
+Samples one video (``--repeats`` videos) for every (colour, shape, motion) prompt of the world, or of the
+``--colours``, ``--shapes`` and ``--motions`` given (backgrounds cycle, speed "quickly"), measures colour
+accuracy, direction accuracy and trajectory smoothness from the frames (fusionframes.metrics.shapes), and
+scores the interpolator alone: 16 true keyframes of rendered videos -> one s=3 pass -> PSNR of the in-between
+frames against the true ones. Prints a markdown table.
 
     uv run python benchmarks/shapes_quality.py --device cuda --out shapes_quality.md
     uv run python benchmarks/shapes_quality.py --limit 4 --steps 5     # quick CPU check
+    # direction alone: 12 videos of a red circle per direction, keyframes only, no interpolation score
+    uv run python benchmarks/shapes_quality.py --device cuda --colours red --shapes circle \
+        --motions left right up down --repeats 12 --fps keyframes --interpolation-videos 0
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ from fusionframes.utils.media import to_uint8
 from fusionframes.utils.resolvers import ASSETS_DIR
 
 
-def prompts(limit: int | None) -> list[tuple[str, str, str]]:
-    """(colour, shape, motion) for every combination, optionally the first ``limit``."""
-    combos = list(itertools.product(COLOURS, SHAPES, MOTIONS))
+def prompts(colours: list[str], shapes: list[str], motions: list[str], repeats: int = 1,
+            limit: int | None = None) -> list[tuple[str, str, str]]:
+    """(colour, shape, motion) for every combination, each ``repeats`` times, optionally the first ``limit``."""
+    combos = [c for c in itertools.product(colours, shapes, motions) for _ in range(repeats)]
     return combos[:limit] if limit else combos
 
 
@@ -47,7 +52,7 @@ def caption(colour: str, shape: str, motion: str, index: int) -> str:
 
 
 def generation_scores(pipeline: FusionFramesPipeline, args: argparse.Namespace) -> dict[str, float]:
-    combos = prompts(args.limit)
+    combos = prompts(args.colours, args.shapes, args.motions, args.repeats, args.limit)
     rows = []
     start = time.perf_counter()
     for i in range(0, len(combos), args.batch):
@@ -83,7 +88,7 @@ def interpolation_psnr(pipeline: FusionFramesPipeline, count: int, steps: int) -
     return float(torch.stack(scores).mean())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline-dir", default=str(ASSETS_DIR / "shapes"))
     parser.add_argument("--keyframes-dir", default=None, help="replace the pipeline's keyframe stage")
@@ -91,17 +96,24 @@ def main() -> None:
     parser.add_argument("--fps", default="medium", choices=["keyframes", "medium", "high"])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch", type=int, default=24)
+    parser.add_argument("--colours", nargs="+", default=list(COLOURS), choices=list(COLOURS))
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--motions", nargs="+", default=list(MOTIONS), choices=list(MOTIONS))
+    parser.add_argument("--repeats", type=int, default=1, help="videos per prompt (backgrounds and noise differ)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N prompts")
-    parser.add_argument("--interpolation-videos", type=int, default=16)
+    parser.add_argument("--interpolation-videos", type=int, default=16, help="0 skips the interpolation score")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats} must be at least 1.")
     args.dtype = torch.bfloat16 if args.device.startswith("cuda") else None
     pipeline = FusionFramesPipeline.from_pretrained(args.pipeline_dir, keyframes_dir=args.keyframes_dir).to(args.device)
     with torch.no_grad():
         scores = generation_scores(pipeline, args)
-        scores["interpolation PSNR (dB), s=3, true keyframes"] = interpolation_psnr(
-            pipeline, args.interpolation_videos, 10)
+        if args.interpolation_videos:
+            scores["interpolation PSNR (dB), s=3, true keyframes"] = interpolation_psnr(
+                pipeline, args.interpolation_videos, 10)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     lines = [f"Pipeline {args.pipeline_dir}, fps={args.fps}, {args.steps} keyframe steps, {device}.", "",
              "| score | value |", "|---|---|"]
