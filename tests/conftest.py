@@ -54,7 +54,8 @@ TINY_KEYFRAMES = [
     "data.sampler.num_frames=4", "data.datamodule.batch_size=1", "data.datamodule.val_batch_size=1",
     "model.num_inference_steps=1", "model.num_val_videos=1", "model.temporal.head_dim=32",
 ]
-for _name in ("keyframes_blocks", "keyframes_attn3d", "keyframes_conv3d", "keyframes_layers", "keyframes_fvdm"):
+for _name in ("keyframes_blocks", "keyframes_attn3d", "keyframes_conv3d", "keyframes_layers", "keyframes_fvdm",
+              "keyframes_directions"):
     TINY_MODEL[_name] = TINY_KEYFRAMES
 # Interpolation: 3 keyframes (9-frame clips) of 8x8 latents on the shipped T2I backbone, one sampling step.
 TINY_INTERPOLATION = [

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from safetensors.torch import load_file
 
+from fusionframes.data.shapes import DIRECTIONS
 from fusionframes.export import export
 from fusionframes.models.keyframe_unet import KeyframeUNet
 from fusionframes.models.t2i import TextToImageModel
@@ -96,3 +98,13 @@ def test_kandinsky3_backbone_from_a_local_pipeline_directory_trains(tiny_config,
 def test_loss_weighting_out_of_range_is_a_clear_error(tiny_config, override, message):
     with pytest.raises((ValueError, InstantiationException), match=message):
         train(tiny_config("keyframes_blocks", override))
+
+
+def test_directions_experiment_trains_text_cross_attention_on_a_direction_only_world(tiny_config, tmp_path):
+    cfg = tiny_config("keyframes_directions", "trainer.max_steps=1")
+    combinations = instantiate(cfg.data.world).combinations()
+    assert {(c["colour"], c["shape"]) for c in combinations} == {("red", "circle")}
+    assert {c["motion"] for c in combinations} == set(DIRECTIONS)
+    train(cfg)
+    keys = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert any(k.startswith("model.temporal.text_attention.") for k in keys)
