@@ -251,11 +251,11 @@ def replace_section(text: str, name: str, body: str) -> str:
     return text.rstrip("\n") + f"\n\n{block}\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reports", nargs="+", type=Path, help="metrics.json files written by evaluate.py")
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     text = args.out.read_text() if args.out.exists() else "# Results\n"
     for task, rows in load(args.reports).items():
         if task not in SECTIONS:

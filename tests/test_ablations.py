@@ -61,9 +61,7 @@ def test_gpu_script_runs_an_interpolation_job_on_cpu_and_results_are_collected(t
 
     results = tmp_path / "results.md"
     results.write_text("# Results\n\n## Interpolation methods\n\nanother tool's section\n")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "collect_results.py"),
-                    str(tmp_path / "out" / "interpolation" / "metrics.json"), "--out", str(results)], check=True,
-                   cwd=ROOT, capture_output=True)
+    collect_results.main([str(tmp_path / "out" / "interpolation" / "metrics.json"), "--out", str(results)])
     text = results.read_text()
     assert "another tool's section" in text and "<!-- results:table2 -->" in text
     assert "| Masked Frame Interpolation |" in text and "every run trained 1 steps (equal budgets)" in text
@@ -105,8 +103,7 @@ def test_results_sections_are_replaced_in_place(tmp_path):
     out = tmp_path / "results.md"
     out.write_text("# Results\n\nintro\n\n<!-- results:table3 -->\nold table\n<!-- /results:table3 -->\n\n## After\n")
     for _ in range(2):  # idempotent
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "collect_results.py"), str(report), "--out", str(out)],
-                       check=True, cwd=ROOT, capture_output=True)
+        collect_results.main([str(report), "--out", str(out)])
     text = out.read_text()
     assert "old table" not in text and text.count("<!-- results:table3 -->") == 1 and text.endswith("## After\n")
     assert "| Image | - | - | 30.00 ± 0.00 |" in text
