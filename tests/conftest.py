@@ -96,6 +96,13 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     return cfg
 
 
+def compose_sample(*overrides: str) -> DictConfig:
+    """``conf/sample.yaml`` with ``overrides``, as sample.py composes it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("sample", overrides=list(overrides))
+
+
 @pytest.fixture
 def tiny_config(tmp_path: Path):
     """``tiny_config(experiment, *overrides, run="a")`` -> a composed tiny config writing under ``tmp_path/run``."""

@@ -12,13 +12,10 @@ import math
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from PIL import Image
 from safetensors.torch import save_file
 
-from fusionframes.config import CONFIG_DIR
 from fusionframes.data.shapes import ShapesWorld
 from fusionframes.diffusion import NoiseSchedule
 from fusionframes.models.backward_motion import (
@@ -40,7 +37,7 @@ from fusionframes.sampling_cli import run
 from fusionframes.training import train
 from fusionframes.utils.validation import check_checkpoint
 from fusionframes.utils.video_io import decode_video
-from tests.conftest import ASSETS
+from tests.conftest import ASSETS, compose_sample
 from tests.test_keyframe_unet import TEXT_DIM, L, tiny_unet2d
 
 B, F, C, SIZE = 2, 5, 4, 6
@@ -318,13 +315,11 @@ def test_sample_py_inbetweening_writes_its_video_and_bad_inputs_are_clear_errors
         tmp_path / "backward", forward_dir=ASSETS / "keyframes")
 
     def config(*overrides: str, settings: str = "{num_steps: 1, recurrence: 1}"):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return compose("sample", overrides=[
-                f"prompt={PROMPT}", f"output_dir={tmp_path / 'out'}", "progress=false", "device=cpu", "fps=keyframes",
-                "inbetween.method=gi", f"inbetween.start={tmp_path / 'start.png'}",
-                f"inbetween.end={tmp_path / 'end.safetensors'}", f"inbetween.backward_dir={tmp_path / 'backward'}",
-                "inbetween.num_frames=4", f"inbetween.settings={settings}", *overrides])
+        return compose_sample(
+            f"prompt={PROMPT}", f"output_dir={tmp_path / 'out'}", "progress=false", "device=cpu", "fps=keyframes",
+            "inbetween.method=gi", f"inbetween.start={tmp_path / 'start.png'}",
+            f"inbetween.end={tmp_path / 'end.safetensors'}", f"inbetween.backward_dir={tmp_path / 'backward'}",
+            "inbetween.num_frames=4", f"inbetween.settings={settings}", *overrides)
 
     paths = run(config())
     assert sorted(p.suffix for p in paths) == [".gif", ".mp4", ".png"] and all(p.exists() for p in paths)

@@ -13,20 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fusionframes.config import CONFIG_DIR
 from fusionframes.models.text_encoders import shapes_vocabulary
 from fusionframes.pipeline import FPS_MODES, FusionFramesPipeline, check_sampling_args
 from fusionframes.sampling_cli import check_config, output_stem, run
 from fusionframes.utils.validation import check_run_config
-from tests.conftest import ASSETS, TINY_MODEL, TINY_RUN, compose_config
+from tests.conftest import ASSETS, TINY_MODEL, TINY_RUN, compose_config, compose_sample
 
 CLEAR = (ValueError, FileNotFoundError, FileExistsError)
 # Anything a Hydra override or a Python caller can pass: numbers of every kind, text, booleans, null, lists.
@@ -143,10 +140,8 @@ def test_fuzz_prompts(pipeline, prompts):
 @functools.cache
 def _sample_config() -> DictConfig:
     """sample.yaml as sample.py composes it (kept out of hypothesis' failure reports, like _train_config)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("sample", overrides=["prompt=a red circle moving right quickly on a black background",
-                                            f"output_dir={tempfile.mkdtemp()}"])
+    return compose_sample("prompt=a red circle moving right quickly on a black background",
+                          f"output_dir={tempfile.mkdtemp()}")
 
 
 SAMPLE_VALUES = {"prompt": st.one_of(st.text(max_size=10), ANY), "fps": ANY, "steps": ANY, "guidance_scale": ANY,

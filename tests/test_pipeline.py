@@ -9,14 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from fusionframes.config import CONFIG_DIR
 from fusionframes.pipeline import FusionFramesPipeline
 from fusionframes.sampling_cli import run
 from fusionframes.utils.video_io import decode_video
-from tests.conftest import ASSETS, ROOT
+from tests.conftest import ASSETS, ROOT, compose_sample
 
 PROMPT = "a red circle moving right quickly on a black background"
 FAST = dict(num_inference_steps=2, interpolation_steps=1, progress=False)
@@ -66,12 +63,6 @@ def _sample(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-def _sample_config(*overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("sample", overrides=list(overrides))
-
-
 def test_sample_cli_writes_mp4_gif_and_strip_and_refuses_to_overwrite(tmp_path):
     args = [f"prompt={PROMPT}", "fps=keyframes", "steps=2", f"output_dir={tmp_path / 'out'}", "progress=false"]
     done = _sample(*args, cwd=tmp_path)
@@ -89,13 +80,13 @@ def test_sample_cli_writes_mp4_gif_and_strip_and_refuses_to_overwrite(tmp_path):
     for overrides, message in [(args, "already exists; pass overwrite=true"),
                                ([f"prompt={PROMPT}", f"keyframes_dir={tmp_path / 'nope'}"], "keyframes_dir=")]:
         with pytest.raises(SystemExit) as error:
-            sample_cli.main.__wrapped__(_sample_config(*overrides))
+            sample_cli.main.__wrapped__(compose_sample(*overrides))
         assert str(error.value.code).startswith("error: ") and message in str(error.value.code)
 
 
 def test_sample_py_with_bf16_weights_writes_its_video(tmp_path):
     """``precision=bf16-true``: the networks in bf16 without autocast (every stage: test_bf16_weights_...)."""
-    cfg = _sample_config(f"prompt={PROMPT}", "fps=keyframes", "steps=2", "progress=false", f"output_dir={tmp_path}",
+    cfg = compose_sample(f"prompt={PROMPT}", "fps=keyframes", "steps=2", "progress=false", f"output_dir={tmp_path}",
                          "precision=bf16-true")
     mp4 = next(p for p in run(cfg) if p.suffix == ".mp4")
     assert decode_video(mp4.read_bytes()).shape == (16, 64, 64, 3)

@@ -340,13 +340,13 @@ class KeyframeUNet(nn.Module):
             frame_emb = frame_emb + repeat(self.temporal["text_projection"](pooled), "b d -> (b f) d", f=f)
         # In the UNet's dtype: DeepSpeed's bf16 casts the whole module, without autocast.
         dtype = self.unet.dtype
-        text = repeat(encoder_hidden_states.to(dtype), "b l d -> (b f) l d", f=f)
-        text_mask = repeat(encoder_attention_mask, "b l -> (b f) l", f=f)
-        self._context = TemporalContext(num_frames=f, frame_emb=frame_emb, text=encoder_hidden_states.to(dtype),
-                                        text_mask=encoder_attention_mask)
+        text = encoder_hidden_states.to(dtype)
+        self._context = TemporalContext(num_frames=f, frame_emb=frame_emb, text=text, text_mask=encoder_attention_mask)
         try:
             out = self.unet(rearrange(sample.to(dtype), "b f c h w -> (b f) c h w"), timesteps,
-                            encoder_hidden_states=text, encoder_attention_mask=text_mask, return_dict=False)[0]
+                            encoder_hidden_states=repeat(text, "b l d -> (b f) l d", f=f),
+                            encoder_attention_mask=repeat(encoder_attention_mask, "b l -> (b f) l", f=f),
+                            return_dict=False)[0]
         finally:
             self._context = TemporalContext()
         return rearrange(out, "(b f) c h w -> b f c h w", b=b)
