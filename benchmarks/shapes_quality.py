@@ -9,7 +9,7 @@ frames against the true ones. Prints a markdown table.
     uv run python benchmarks/shapes_quality.py --device cuda --out shapes_quality.md
     uv run python benchmarks/shapes_quality.py --limit 4 --steps 5     # quick CPU check
     # direction alone: 12 videos of a red circle per direction, keyframes only, no interpolation score
-    uv run python benchmarks/shapes_quality.py --device cuda --colours red --shapes circle \
+    uv run python benchmarks/shapes_quality.py --device cuda --colours red --shapes circle \\
         --motions left right up down --repeats 12 --fps keyframes --interpolation-videos 0
 """
 

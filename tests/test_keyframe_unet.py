@@ -352,3 +352,21 @@ def test_text_cross_attention_starts_as_identity_trains_and_reads_the_prompt_per
 def test_text_cross_attention_needs_a_blocks_variant() -> None:
     with pytest.raises(ValueError, match="text_cross_attention needs a blocks variant"):
         KeyframeUNet(tiny_unet2d(), "conv1d_attn1d_layers", text_cross_attention=True)
+    with pytest.raises(ValueError, match="text_attention_positions=true needs text_cross_attention=true"):
+        KeyframeUNet(tiny_unet2d(), "conv1d_attn1d_blocks", text_attention_positions=True)
+
+
+def test_text_attention_positions_round_trip(tmp_path: Path) -> None:
+    """The option is saved in config.json and reloads to the same model; positions change what it computes."""
+    model = perturb(KeyframeUNet(tiny_unet2d(), "conv1d_attn1d_blocks", text_cross_attention=True,
+                                 text_attention_positions=True))
+    inputs = batch()
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["text_attention_positions"] is True
+    loaded = KeyframeUNet.from_pretrained(tmp_path, tiny_unet2d())
+    without = KeyframeUNet(tiny_unet2d(), "conv1d_attn1d_blocks", text_cross_attention=True)
+    without.load_temporal_state_dict(model.temporal_state_dict())
+    with torch.no_grad():
+        out = model(**inputs)
+        torch.testing.assert_close(loaded(**inputs), out)
+        assert not torch.allclose(without(**inputs), out, atol=1e-5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from hydra.errors import InstantiationException
@@ -108,3 +110,5 @@ def test_directions_experiment_trains_text_cross_attention_on_a_direction_only_w
     train(cfg)
     keys = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert any(k.startswith("model.temporal.text_attention.") for k in keys)
+    exported = json.loads((tmp_path / "a" / "export" / "keyframes" / "config.json").read_text())
+    assert exported["text_cross_attention"] and exported["text_attention_positions"]

@@ -17,10 +17,12 @@ from fusionframes.models.temporal import (
     TemporalConv1dBlock,
     TemporalConv3dBlock,
     TemporalConvLayer,
+    TemporalTextAttention,
     conv1d_block_parameters,
     conv3d_block_parameters,
     frame_positions,
     matched_hidden_channels,
+    spatial_positions,
 )
 
 B, F, C, D, GROUPS, HEAD_DIM = 2, 4, 16, 12, 4, 8
@@ -188,6 +190,29 @@ def test_frame_position_embedding() -> None:
     with pytest.raises(ValueError, match=r"\[0, 64\)"):
         embedding(frame_positions(1, 8))
 
+
+
+def test_spatial_positions_name_the_same_place_at_every_resolution() -> None:
+    fine, coarse = spatial_positions(16, 16, 16), spatial_positions(16, 8, 8)
+    assert fine.shape == (16, 16, 16) and coarse.shape == (16, 8, 8)
+    torch.testing.assert_close(coarse, fine[:, ::2, ::2])
+    assert len({tuple(v.round(decimals=4).tolist()) for v in rearrange(fine, "c h w -> (h w) c")}) == 256
+    assert torch.equal(spatial_positions(8, 3, 5)[:4, :, 0], spatial_positions(8, 3, 5)[:4, :, 4])  # rows: 1st half
+    with pytest.raises(ValueError, match="divisible by 4, got 6"):
+        spatial_positions(6, 4, 4)
+
+
+@pytest.mark.parametrize("positions", [False, True])
+def test_text_attention_positions_let_the_text_act_by_place(positions: bool) -> None:
+    """On a spatially constant input, the text attention's output varies over the frame only with positions."""
+    text, mask = torch.randn(B, 5, 12), torch.ones(B, 5, dtype=torch.bool)
+    module = TemporalTextAttention(C, 12, D, GROUPS, HEAD_DIM, positions=positions)
+    x = torch.randn(B * F, C, 1, 1).expand(-1, -1, 4, 4).contiguous()
+    emb = torch.randn(B * F, D)
+    assert torch.equal(module(x, F, emb, text, mask), x)  # the identity at init, with or without positions
+    out = perturb(module)(x, F, emb, text, mask)
+    assert not torch.allclose(out, x, atol=1e-3)
+    assert torch.allclose(out, out[..., :1, :1].expand_as(out), atol=1e-5) != positions
 
 
 def test_inductor_compiled_conv1d_block_matches_eager() -> None:

@@ -52,7 +52,8 @@ VARIANTS: dict[str, tuple[str, type[nn.Module], type[nn.Module]]] = {
 
 #: Options added to ``KeyframeUNet.config`` after models were first exported, with the value those exports used
 #: (a saved config.json without the key loads with it).
-CONFIG_DEFAULTS: dict[str, object] = {"conv_compression": 2, "text_cross_attention": False}
+CONFIG_DEFAULTS: dict[str, object] = {"conv_compression": 2, "text_cross_attention": False,
+                                       "text_attention_positions": False}
 
 #: Zero-initialised parts that weights saved without them may lack (the loaded model then computes what the saved
 #: one did): the pooled-text projection and the text cross-attention.
@@ -135,11 +136,12 @@ def text_dim(unet: nn.Module) -> int:
 def build_temporal(unet: nn.Module, variant: str, position_dim: int = 256, max_position: int = 1024,
                    head_dim: int = 64, conv3d_reduction: float | None = None,
                    text_conditioning: bool = False, conv_compression: int = 2,
-                   text_cross_attention: bool = False) -> nn.ModuleDict:
+                   text_cross_attention: bool = False, text_attention_positions: bool = False) -> nn.ModuleDict:
     """The trainable part of a ``variant`` inflation of ``unet``: ``frame_embedding``, ``blocks`` (by site key)
     and, with ``text_conditioning``, ``text_projection`` (pooled text -> time-embedding size, zero-initialised);
     with ``text_cross_attention``, ``text_attention``: a ``TemporalTextAttention`` after each temporal attention
-    block (by its site key; "blocks" variants only).
+    block (by its site key; "blocks" variants only), whose queries get 2D sin/cos positions with
+    ``text_attention_positions``.
     ``conv_compression``: bottleneck C -> C // conv_compression of the Conv1D blocks, whose parameter count the
     Conv3D blocks match when ``conv3d_reduction`` is None (the layers variant has no bottleneck)."""
     sites, groups_key = _backbone(unet)
@@ -149,6 +151,9 @@ def build_temporal(unet: nn.Module, variant: str, position_dim: int = 256, max_p
     if text_cross_attention and placement != "blocks":
         blocks_variants = ", ".join(v for v, spec in VARIANTS.items() if spec[0] == "blocks")
         raise ValueError(f"text_cross_attention needs a blocks variant ({blocks_variants}), not {variant!r}.")
+    if text_attention_positions and not text_cross_attention:
+        raise ValueError("text_attention_positions=true needs text_cross_attention=true (it adds positions to the "
+                         "queries of the text cross-attention).")
     emb_dim = unet.time_embedding.linear_2.out_features
     groups = unet.config[groups_key]
     options = {
@@ -168,7 +173,8 @@ def build_temporal(unet: nn.Module, variant: str, position_dim: int = 256, max_p
         nn.init.zeros_(modules["text_projection"].bias)
     if text_cross_attention:
         modules["text_attention"] = nn.ModuleDict({
-            module_key(path): TemporalTextAttention(channels, text_dim(unet), **attn_options)
+            module_key(path): TemporalTextAttention(channels, text_dim(unet), **attn_options,
+                                                    positions=text_attention_positions)
             for path, _, channels, kind in sites(unet, placement) if kind == "attn"})
     return nn.ModuleDict(modules)
 
@@ -213,7 +219,8 @@ class KeyframeUNet(nn.Module):
     with ``text_conditioning``, a zero-initialised projection of the mask-averaged text states (the temporal
     modules then see the prompt directly, not only through the frozen spatial features) and, with
     ``text_cross_attention``, a cross-attention to the text tokens after each temporal attention block (not in
-    the paper: a spatially varying text path, see ``TemporalTextAttention``).
+    the paper: a spatially varying text path, see ``TemporalTextAttention``), with 2D positions added to its queries
+    under ``text_attention_positions``.
     Mixed precision: keep the temporal parameters in fp32 and run under ``torch.autocast`` when the frozen
     UNet is in bf16/fp16. diffusers' gradient checkpointing of the UNet itself is not supported (its
     recomputation runs after ``forward`` has cleared the context); use the options here instead:
@@ -228,7 +235,8 @@ class KeyframeUNet(nn.Module):
                  position_dim: int = 256, max_position: int = 1024, head_dim: int = 64,
                  conv3d_reduction: float | None = None, gradient_checkpointing: bool = False,
                  text_conditioning: bool = False, spatial_checkpointing: bool = False, conv_compression: int = 2,
-                 compile: bool = False, text_cross_attention: bool = False) -> None:
+                 compile: bool = False, text_cross_attention: bool = False,
+                 text_attention_positions: bool = False) -> None:
         super().__init__()
         sites, _ = _backbone(unet)
         _check_variant(variant)
@@ -238,9 +246,11 @@ class KeyframeUNet(nn.Module):
         self.config = dict(variant=variant, num_frames=num_frames, position_dim=position_dim,
                            max_position=max_position, head_dim=head_dim, conv3d_reduction=conv3d_reduction,
                            text_conditioning=text_conditioning, conv_compression=conv_compression,
-                           text_cross_attention=text_cross_attention)
+                           text_cross_attention=text_cross_attention,
+                           text_attention_positions=text_attention_positions)
         self.temporal = build_temporal(unet, variant, position_dim, max_position, head_dim, conv3d_reduction,
-                                       text_conditioning, conv_compression, text_cross_attention)
+                                       text_conditioning, conv_compression, text_cross_attention,
+                                       text_attention_positions)
         self._context = TemporalContext()
         unet.time_embedding.register_forward_hook(self._capture_time_embedding)
         for path, module, _, _ in sites(unet, VARIANTS[variant][0]):

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention as CrossAttention
-from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
+from diffusers.models.embeddings import TimestepEmbedding, get_1d_sincos_pos_embed_from_grid, get_timestep_embedding
 from diffusers.models.unets.unet_kandinsky3 import Kandinsky3ConditionalGroupNorm
 from einops import rearrange, repeat
 from timm.layers import Attention, Mlp
@@ -308,6 +308,21 @@ class TemporalAttention3dBlock(TemporalAttention1dBlock):
         return out[..., :h, :w]
 
 
+def spatial_positions(channels: int, height: int, width: int, device: torch.device | str | None = None,
+                      base_size: int = 16) -> torch.Tensor:
+    """2D sinusoidal embedding of the positions of an H x W grid -> (C, H, W), C divisible by 4.
+
+    Half the channels encode the row, half the column, with diffusers' 1D sin/cos features. Coordinates are
+    scaled to a ``base_size`` grid (as PixArt's ``base_size``), so a position means the same place of the frame
+    at every resolution level of the UNet.
+    """
+    if channels % 4:
+        raise ValueError(f"spatial positions need channels divisible by 4, got {channels}.")
+    rows = get_1d_sincos_pos_embed_from_grid(channels // 2, torch.arange(height, device=device) * base_size / height)
+    cols = get_1d_sincos_pos_embed_from_grid(channels // 2, torch.arange(width, device=device) * base_size / width)
+    return torch.cat([repeat(rows, "h c -> c h w", w=width), repeat(cols, "w c -> c h w", h=height)])
+
+
 class TemporalTextAttention(nn.Module):
     """FrameConditionalGroupNorm(emb) → cross-attention of every position of every frame to the text tokens → residual.
 
@@ -316,13 +331,20 @@ class TemporalTextAttention(nn.Module):
     frame (e.g. at the leading and trailing edge of a moving shape), which a motion word that no single frame shows
     needs (docs/shapes_pipeline.md, "Where the motion word is lost"). diffusers' ``Attention`` with a
     zero-initialised output, so the module is the identity at init. The frames of a video share its prompt, so
-    they form one query sequence and the text keys and values are projected once per video.
+    they form one query sequence and the text keys and values are projected once per video. With
+    ``positions``, a fixed 2D sin/cos embedding of each position (``spatial_positions``) is added to the normalised
+    queries, as DiT adds it to its tokens, so the text can also say where in the frame content goes (the frozen
+    UNet's features carry absolute position only through its convolutions' zero padding).
 
     x (B·F, C, H, W), emb (B·F, D_emb), text (B, L, D_text), mask (B, L) bool -> (B·F, C, H, W).
     """
 
-    def __init__(self, channels: int, text_dim: int, emb_dim: int, groups: int = 32, head_dim: int = 64) -> None:
+    def __init__(self, channels: int, text_dim: int, emb_dim: int, groups: int = 32, head_dim: int = 64,
+                 positions: bool = False) -> None:
         super().__init__()
+        if positions and channels % 4:
+            raise ValueError(f"text attention positions need channels divisible by 4, got {channels}.")
+        self.positions = positions
         self.norm = FrameConditionalGroupNorm(norm_groups(channels, groups), channels, emb_dim)
         self.attention = CrossAttention(channels, cross_attention_dim=text_dim, heads=max(1, channels // head_dim),
                                         dim_head=head_dim)
@@ -330,8 +352,11 @@ class TemporalTextAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor, text: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        tokens = rearrange(self.norm(unfold(x, num_frames), emb), "b c f h w -> b (f h w) c")
+        c, h, w = x.shape[-3:]
+        video = self.norm(unfold(x, num_frames), emb)
+        if self.positions:
+            video = video + spatial_positions(c, h, w, x.device)[:, None].to(video.dtype)
+        tokens = rearrange(video, "b c f h w -> b (f h w) c")
         bias = (~mask).to(tokens.dtype) * -10000.0  # diffusers' UNet2DConditionModel encoder-mask convention
         out = self.attention(tokens, encoder_hidden_states=text.to(tokens.dtype), attention_mask=bias[:, None])
         return x + rearrange(out, "b (f h w) c -> (b f) c h w", f=num_frames, h=h, w=w)
