@@ -29,7 +29,7 @@ from fusionframes.data.samplers import frames_to_tensor
 from fusionframes.data.shapes import DIRECTIONS, ShapeScene, ShapesWorld
 from fusionframes.diffusion.sampling import sample
 from fusionframes.diffusion.schedule import NoiseSchedule
-from fusionframes.metrics.shapes import classify_motion, measure
+from fusionframes.metrics.shapes import centroid_shift, classify_motion, measure
 from fusionframes.models.keyframe_unet import VARIANTS, KeyframeUNet
 from fusionframes.models.latents import LatentCodec
 from fusionframes.models.t2i import TextToImageModel
@@ -92,9 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, tuple[float, np.ndarray]]:
     for i, video in enumerate(videos):
         word = clips[i % len(clips)].motion
         track = measure(to_uint8(video))
-        valid = track.centroid[~np.isnan(track.centroid[:, 0])]
-        shift = valid[-1] - valid[0] if len(valid) > 1 else np.full(2, np.nan)
-        results.setdefault(word, []).append((classify_motion(track) == word, shift))
+        results.setdefault(word, []).append((classify_motion(track) == word, centroid_shift(track)))
     return {word: (float(np.mean([ok for ok, _ in rows])), np.nanmean([s for _, s in rows], axis=0))
             for word, rows in results.items()}
 

@@ -7,6 +7,7 @@ import pytest
 
 from fusionframes.data.shapes import MOTIONS, ShapesWorld
 from fusionframes.metrics.shapes import (
+    centroid_shift,
     classify_colour,
     classify_motion,
     detected_fraction,
@@ -41,3 +42,13 @@ def test_empty_frames_are_not_detected():
     blank = np.zeros((4, 32, 32, 3), dtype=np.uint8)
     track = measure(blank)
     assert detected_fraction(track) == 0.0 and classify_motion(track) == "none"
+    assert np.isnan(centroid_shift(track)).all()
+
+
+def test_centroid_shift_is_the_scene_displacement():
+    scene = _scene("up")
+    video = WORLD.render(scene, range(0, 181, 12))
+    video[0] = video[0, 0, 0]  # the first frame shows no shape: the shift starts at the second
+    expected = np.array(scene.centre_at(180)) - np.array(scene.centre_at(12))
+    np.testing.assert_allclose(centroid_shift(measure(video)), expected, atol=0.5)
+    assert expected[1] < -5

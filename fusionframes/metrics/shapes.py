@@ -58,17 +58,29 @@ def classify_colour(rgb: np.ndarray) -> str:
     return names[int(np.argmin(np.linalg.norm(palette - rgb, axis=1)))]
 
 
+def first_and_last(track: Track) -> tuple[int, int] | None:
+    """Indices of the first and last frames in which the shape is found; None when fewer than two are."""
+    valid = np.flatnonzero(~np.isnan(track.centroid[:, 0]))
+    return (int(valid[0]), int(valid[-1])) if len(valid) >= 2 else None
+
+
+def centroid_shift(track: Track) -> np.ndarray:
+    """(dx, dy) pixels of the centroid from the first to the last frame that shows the shape; NaN when none do."""
+    ends = first_and_last(track)
+    return track.centroid[ends[1]] - track.centroid[ends[0]] if ends else np.full(2, np.nan)
+
+
 def classify_motion(track: Track) -> str:
     """The motion (left/right/up/down/growing/shrinking) whose signed change from first to last frame is largest.
 
     Translations compare centroid shifts in pixels; growth compares the change of the equivalent radius
     sqrt(area/pi), doubled because the diameter changes by twice the radius.
     """
-    valid = ~np.isnan(track.centroid[:, 0])
-    if valid.sum() < 2:
+    ends = first_and_last(track)
+    if ends is None:
         return "none"
-    first, last = np.flatnonzero(valid)[[0, -1]]
-    dx, dy = track.centroid[last] - track.centroid[first]
+    first, last = ends
+    dx, dy = centroid_shift(track)
     dr = np.sqrt(track.area[last] / np.pi) - np.sqrt(track.area[first] / np.pi)
     scores = {"left": -dx, "right": dx, "up": -dy, "down": dy, "growing": 2 * dr, "shrinking": -2 * dr}
     return max(MOTIONS, key=scores.__getitem__)
