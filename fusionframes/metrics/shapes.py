@@ -80,7 +80,7 @@ def classify_motion(track: Track) -> str:
     if ends is None:
         return "none"
     first, last = ends
-    dx, dy = centroid_shift(track)
+    dx, dy = track.centroid[last] - track.centroid[first]
     dr = np.sqrt(track.area[last] / np.pi) - np.sqrt(track.area[first] / np.pi)
     scores = {"left": -dx, "right": dx, "up": -dy, "down": dy, "growing": 2 * dr, "shrinking": -2 * dr}
     return max(MOTIONS, key=scores.__getitem__)
