@@ -55,7 +55,7 @@ TINY_KEYFRAMES = [
     "model.num_inference_steps=1", "model.num_val_videos=1", "model.temporal.head_dim=32",
 ]
 for _name in ("keyframes_blocks", "keyframes_attn3d", "keyframes_conv3d", "keyframes_layers", "keyframes_fvdm",
-              "keyframes_directions"):
+              "keyframes_text_motion", "keyframes_directions"):
     TINY_MODEL[_name] = TINY_KEYFRAMES
 # Interpolation: 3 keyframes (9-frame clips) of 8x8 latents on the shipped T2I backbone, one sampling step.
 TINY_INTERPOLATION = [

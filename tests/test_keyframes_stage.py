@@ -10,7 +10,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from safetensors.torch import load_file
 
-from fusionframes.data.shapes import DIRECTIONS
+from fusionframes.data.shapes import COLOURS, DIRECTIONS, MOTIONS, SHAPES
 from fusionframes.export import export
 from fusionframes.models.keyframe_unet import KeyframeUNet
 from fusionframes.models.t2i import TextToImageModel
@@ -102,11 +102,16 @@ def test_loss_weighting_out_of_range_is_a_clear_error(tiny_config, override, mes
         train(tiny_config("keyframes_blocks", override))
 
 
-def test_directions_experiment_trains_text_cross_attention_on_a_direction_only_world(tiny_config, tmp_path):
-    cfg = tiny_config("keyframes_directions", "trainer.max_steps=1")
+@pytest.mark.parametrize("experiment, colours, shapes, motions", [
+    ("keyframes_text_motion", set(COLOURS), set(SHAPES), set(MOTIONS)),
+    ("keyframes_directions", {"red"}, {"circle"}, set(DIRECTIONS)),
+])
+def test_text_motion_experiments_train_text_cross_attention_with_positions(tiny_config, tmp_path, experiment, colours,
+                                                                            shapes, motions):
+    cfg = tiny_config(experiment, "trainer.max_steps=1")
     combinations = instantiate(cfg.data.world).combinations()
-    assert {(c["colour"], c["shape"]) for c in combinations} == {("red", "circle")}
-    assert {c["motion"] for c in combinations} == set(DIRECTIONS)
+    assert {c["colour"] for c in combinations} == colours and {c["shape"] for c in combinations} == shapes
+    assert {c["motion"] for c in combinations} == motions
     train(cfg)
     keys = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert any(k.startswith("model.temporal.text_attention.") for k in keys)
