@@ -52,7 +52,7 @@ def test_text_to_video_scores_keyframe_runs_with_a_shapes_classifier(tmp_path):
     for key in ("fvd", "is", "colour_accuracy", "direction_accuracy", "smoothness", "classifier_all",
                 "seconds_per_video"):
         assert key in metrics and metrics[key] == metrics[key], key  # present and not NaN
-    assert 1.0 <= metrics["is"] <= 144.0 and metrics["fvd"] >= 0
+    assert 1.0 - 1e-5 <= metrics["is"] <= 144.0 and metrics["fvd"] >= 0  # IS >= 1 up to float32 rounding
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["task"] == "text_to_video"
     table = (tmp_path / "out" / "metrics.md").read_text()
     assert "| blocks_seed1 | conv1d_attn1d_blocks | 1 |" in table and "FVD ↓" in table
