@@ -3,8 +3,8 @@
 Times ``InterpolationUNet.interpolate`` on 16 keyframe latents for one pass (s=3, 16 -> 61 frames) and for
 both passes (s=3 then s=1, 16 -> 61 -> 241 frames), each mode at the same DDIM steps and context guidance
 (one UNet call per step over all groups/frames and both branches), random weights. FusionFrames runs the
-UNet on T-1 groups per video, MFI on all 4T-3 frames, so MFI's UNet batch is about 4x larger; the ratio
-MFI / FusionFrames is measured in the same run.
+UNet on T-1 groups per video, MFI on all 4T-3 frames (about 4x as many), MFI on 5-frame windows (the paper's
+appendix 10) on 5(T-1) frames (5x); the ratios to FusionFrames are measured in the same run.
 
 Sizes: ``shapes``: the shipped shapes-world UNet2DConditionModel config, 16x16 latents (64x64 frames);
 ``paper``: Kandinsky3UNet at its real default size (~3B parameters), 32x32 latents (256x256 frames) and
@@ -29,7 +29,7 @@ from diffusers.models.unets.unet_kandinsky3 import Kandinsky3UNet
 from torch import nn
 
 from fusionframes.diffusion import NoiseSchedule
-from fusionframes.models.interpolation_unet import MODES, InterpolationUNet, num_frames
+from fusionframes.models.interpolation_unet import MODES, WINDOW, InterpolationUNet, num_frames
 from fusionframes.utils.memory_format import channels_last
 
 ASSETS = Path(__file__).resolve().parent.parent / "fusionframes" / "assets" / "shapes"
@@ -87,7 +87,10 @@ def measure(model: InterpolationUNet, latent: int, steps: int, repeats: int, dev
         generator.manual_seed(1)
         return passes(steps, both=False, graph=graph).float()
 
+    warmup = time.perf_counter()
     passes(1, both=True)
+    synchronize(device)
+    warmup = time.perf_counter() - warmup
     graph_error = float("nan")
     if cuda_graph and device.type == "cuda":
         graph_error = float((seeded_pass(False) - seeded_pass(True)).abs().max())
@@ -97,7 +100,7 @@ def measure(model: InterpolationUNet, latent: int, steps: int, repeats: int, dev
     both, final = timed(lambda: passes(steps, both=True), device, repeats)
     assert video.shape[1] == 61 and final.shape[1] == 241
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return {"pass1": first, "both": both, "peak": peak, "graph_error": graph_error}
+    return {"pass1": first, "both": both, "peak": peak, "graph_error": graph_error, "warmup": warmup}
 
 
 def main() -> None:
@@ -108,6 +111,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the fastest counts")
     parser.add_argument("--cuda-graphs", action="store_true", help="replay each pass's UNet call as a CUDA graph")
     parser.add_argument("--channels-last", action="store_true", help="both modes' conv weights channels-last")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both modes (static shapes; the untimed warm-up compiles each pass)")
     parser.add_argument("--latents", type=int, nargs="+", help="only these latent sizes of --size")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     args = parser.parse_args()
@@ -116,7 +121,8 @@ def main() -> None:
     schedule = NoiseSchedule(beta_schedule="cosine", prediction_type="v_prediction", timestep_spacing="trailing")
 
     pass_frames = (NUM_KEYFRAMES, num_frames(NUM_KEYFRAMES))  # keyframes in: 16, then 61
-    unet_batch = {"fusionframes": [2 * (t - 1) for t in pass_frames], "mfi": [2 * num_frames(t) for t in pass_frames]}
+    unet_batch = {"fusionframes": [2 * (t - 1) for t in pass_frames], "mfi": [2 * num_frames(t) for t in pass_frames],
+                  "mfi_windows": [2 * WINDOW * (t - 1) for t in pass_frames]}
     rows = ["| size | latents | mode | params | UNet batch per step (pass 1, pass 2) | pass 1 (s) | both passes (s) "
             "| peak GiB |", "|---|---|---|---|---|---|---|---|"]
     ratios = []
@@ -126,8 +132,13 @@ def main() -> None:
             model = build(args.size, mode, device, dtype)
             if args.channels_last:
                 channels_last(model)
+            if args.compile:
+                model.compile(dynamic=False)
             r = results[mode] = measure(model, latent, args.steps, args.repeats, device, dtype, schedule,
                                         args.cuda_graphs)
+            if args.compile:
+                ratios.append(f"{latent}x{latent} {mode}: untimed 1-step warm-up of both passes (compiles them) "
+                              f"{r['warmup']:.0f} s")
             if args.cuda_graphs and device.type == "cuda":
                 ratios.append(f"{latent}x{latent} {mode}: graphed vs eager pass 1, max |difference| "
                               f"{r['graph_error']:.2e}")
@@ -137,15 +148,17 @@ def main() -> None:
             del model
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-        mfi, ff = results["mfi"], results["fusionframes"]
-        ratios.append(f"{latent}x{latent}: MFI / FusionFrames = {mfi['pass1'] / ff['pass1']:.2f}x (pass 1), "
-                      f"{mfi['both'] / ff['both']:.2f}x (both passes)")
+        ff = results["fusionframes"]
+        for mode, name in (("mfi", "MFI"), ("mfi_windows", "MFI on 5-frame windows")):
+            ratios.append(f"{latent}x{latent}: {name} / FusionFrames = {results[mode]['pass1'] / ff['pass1']:.2f}x "
+                          f"(pass 1), {results[mode]['both'] / ff['both']:.2f}x (both passes)")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     table = "\n".join(rows + ["", *ratios, "",
                               f"{NUM_KEYFRAMES} keyframes, {args.steps} DDIM steps per pass, fastest of {args.repeats} "
                               f"runs, guidance w=0.25 (cond + uncond in one call), batch 1, "
                               f"{'CUDA graphs, ' if args.cuda_graphs and device.type == 'cuda' else ''}"
                               f"{'channels-last, ' if args.channels_last else ''}"
+                              f"{'torch.compile, ' if args.compile else ''}"
                               f"{str(dtype).removeprefix('torch.')}, {name}."])
     print(table)
     if args.out:

@@ -62,7 +62,7 @@ TINY_INTERPOLATION = [
     "data.sampler.num_keyframes=3", "data.datamodule.batch_size=1", "data.datamodule.val_batch_size=1",
     "model.num_inference_steps=1",
 ]
-for _name in ("interpolation", "interpolation_mfi"):
+for _name in ("interpolation", "interpolation_mfi", "interpolation_mfi_windows"):
     TINY_MODEL[_name] = TINY_INTERPOLATION
 
 

@@ -22,7 +22,7 @@ spec.loader.exec_module(collect_results)
 TABLES = {
     "keyframes": ("model/temporal", {"conv1d_attn1d_blocks", "conv1d_attn3d_blocks", "conv3d_attn1d_blocks",
                                      "conv1d_attn1d_layers"}),
-    "interpolation": ("model.mode", {"fusionframes", "mfi"}),
+    "interpolation": ("model.mode", {"fusionframes", "mfi", "mfi_windows"}),
     "decoder": ("model/decoder", {"conv3x1x1", "conv3x3x3", "conv3x1x1_attn", "conv3x3x3_attn", "resblock_attn",
                                   "conv2d_to_3d"}),
 }

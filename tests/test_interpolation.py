@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from functools import partial
 
 import pytest
@@ -51,16 +52,16 @@ def test_untrained_model_is_the_2d_unet_on_z1_and_predicts_identical_frames(back
     x = inputs(model)
     with torch.no_grad():
         out = model(**x)
-        frames = x["sample"][:, :, 0] if mode == "fusionframes" else x["sample"]  # z_t^1 of each group / every frame
-        n = frames.shape[1]
+        # z_t^1 of each group (fusionframes) or every frame (mfi; mfi_windows: of every window) -> (2, n, C, h, w)
+        frames = (x["sample"][:, :, 0] if mode == "fusionframes" else x["sample"]).flatten(1, -4)
         reference = torch.stack([unet(frames[:, i], x["timestep"], encoder_hidden_states=null.expand(2, -1, -1),
                                       encoder_attention_mask=torch.ones(2, 3, dtype=torch.bool)).sample
-                                 for i in range(n)], dim=1)
+                                 for i in range(frames.shape[1])], dim=1)
+    assert out.shape == x["sample"].shape
     if mode == "fusionframes":
-        assert out.shape == (2, 2, 3, C, SIZE, SIZE)
         assert torch.equal(out[:, :, 0], out[:, :, 1]) and torch.equal(out[:, :, 0], out[:, :, 2])
         out = out[:, :, 0]
-    assert torch.allclose(out, reference, atol=1e-5)
+    assert torch.allclose(out.flatten(1, -4), reference, atol=1e-5)
 
 
 def test_temporal_convs_are_inert_at_alpha_zero_then_mix_groups_and_alpha_gets_gradient() -> None:
@@ -85,6 +86,21 @@ def test_temporal_convs_are_inert_at_alpha_zero_then_mix_groups_and_alpha_gets_g
             layer.alpha.fill_(0.5)
         mixed = model(**changed)
         assert not torch.allclose(mixed[:, 1], model(**x)[:, 1])  # group 0's input now reaches group 1
+
+
+def test_mfi_windows_are_independent_and_their_frames_mix() -> None:
+    """mfi_windows (appendix 10): the temporal convs run over the 5 frames of a window, never across windows."""
+    model, _, _ = build(mode="mfi_windows")
+    x = inputs(model, t=4)
+    assert x["sample"].shape[1:3] == (3, 5)
+    changed = {**x, "sample": x["sample"].clone()}
+    changed["sample"][:, 0, 0] += 1.0  # the first frame of window 0 only
+    with torch.no_grad():
+        for layer in model.temporal.values():
+            layer.alpha.fill_(0.5)
+        before, after = model(**x), model(**changed)
+    assert torch.equal(after[:, 1:], before[:, 1:])  # other windows are untouched
+    assert not torch.allclose(after[:, 0, 1:], before[:, 0, 1:])  # frame 0 reaches the window's other frames
 
 
 def test_skip_and_perturbation_embeddings_start_at_zero_and_are_checked() -> None:
@@ -152,6 +168,11 @@ def test_33_frame_clip_reaches_the_unet_in_channel_order(mode: str) -> None:
         for g in range(8):  # [z_t^1, z_t^2, z_t^3, c^1, c^2] of group g
             expected = [4 * g + 101] * 4 + [4 * g + 102] * 4 + [4 * g + 103] * 4 + [4 * g] * 4 + [4 * g + 4] * 4
             assert x[g].tolist() == expected
+    elif mode == "mfi_windows":
+        assert x.shape == (8 * 5, 9)
+        for g, j in itertools.product(range(8), range(5)):  # frame j of window g is frame 4g + j of the clip
+            k, key = 4 * g + j, j in (0, 4)
+            assert x[5 * g + j].tolist() == [k + 100.0] * 4 + [float(k) if key else 0.0] * 4 + [float(key)]
     else:
         assert x.shape == (33, 9)
         for k in range(33):  # [z_t, keyframe or zeros, mask]
@@ -207,7 +228,7 @@ def test_keyframe_count_that_does_not_match_is_a_clear_error(module: Interpolati
         module.latents(batch)
 
 
-@pytest.mark.parametrize("experiment", ["interpolation", "interpolation_mfi"])
+@pytest.mark.parametrize("experiment", ["interpolation", "interpolation_mfi", "interpolation_mfi_windows"])
 def test_one_training_step_per_experiment_trains_the_whole_model(experiment, tiny_config, tmp_path) -> None:
     metrics = train(tiny_config(experiment, "trainer.max_steps=1", "+callbacks.export.dtype=float32"))
     assert {"train/loss", "val/loss", "val/psnr"} <= set(metrics)
@@ -218,13 +239,14 @@ def test_one_training_step_per_experiment_trains_the_whole_model(experiment, tin
     assert list((run / "csv" / "media").glob("val_interpolation_*.png"))
     assert list((run / "csv" / "media").glob("val_clip_*.mp4"))
     model = InterpolationUNet.from_pretrained(run / "export" / "interpolation")
-    assert model.mode == ("mfi" if experiment == "interpolation_mfi" else "fusionframes")
+    assert model.mode == {"interpolation": "fusionframes", "interpolation_mfi": "mfi",
+                          "interpolation_mfi_windows": "mfi_windows"}[experiment]
     trained = ckpt["state_dict"]
     assert all(torch.equal(v, trained[f"model.{k}"]) for k, v in model.state_dict().items())
     assert any(layer.alpha.item() != 0 for layer in model.temporal.values())  # gradients reached alpha
 
 
-@pytest.mark.parametrize("mode", ["fusionframes", "mfi"])
+@pytest.mark.parametrize("mode", MODES)
 def test_a_bf16_model_takes_float32_inputs_as_under_deepspeed_bf16(mode: str) -> None:
     model, _, _ = build(mode=mode)
     x = inputs(model)

@@ -1,4 +1,4 @@
-"""benchmarks/interpolation_speed.py: both modes timed, the ratio reported, with channels-last weights too."""
+"""benchmarks/interpolation_speed.py: every mode timed, the ratios reported, with channels-last weights too."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from benchmarks import interpolation_speed
 
 
-def test_both_modes_and_their_ratio_with_channels_last_weights(tmp_path, monkeypatch):
+def test_every_mode_and_the_ratios_with_channels_last_weights(tmp_path, monkeypatch):
     out = tmp_path / "speed.md"
     monkeypatch.setattr("sys.argv", ["interpolation_speed.py", "--size", "shapes", "--device", "cpu", "--steps", "1",
                                      "--repeats", "1", "--channels-last", "--out", str(out)])
@@ -16,7 +16,8 @@ def test_both_modes_and_their_ratio_with_channels_last_weights(tmp_path, monkeyp
     monkeypatch.setattr(interpolation_speed, "build", lambda *args: built.append(build(*args)) or built[-1])
     interpolation_speed.main()
     table = out.read_text()
-    assert "| shapes | 16x16 | fusionframes |" in table and "| shapes | 16x16 | mfi |" in table
-    assert "16x16: MFI / FusionFrames = " in table and "channels-last, float32" in table
+    assert all(f"| shapes | 16x16 | {mode} |" in table for mode in ("fusionframes", "mfi", "mfi_windows"))
+    assert "16x16: MFI / FusionFrames = " in table and "16x16: MFI on 5-frame windows / FusionFrames = " in table
+    assert "channels-last, float32" in table
     convs = [m for model in built for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert len(built) == 2 and convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    assert len(built) == 3 and convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)

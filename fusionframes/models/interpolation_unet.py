@@ -7,9 +7,13 @@ Two modes share one class, one conditioning scheme and one sampling loop:
   and right keyframe latents) and predicts the three in-betweens as 12 channels. The T - 1 groups of a
   video are folded into the batch and 3x1x1 temporal convs run over the sequence of groups, so T keyframes
   become 4T - 3 frames for any T >= 2.
-- ``"mfi"`` (Masked Frame Interpolation, Video LDM; the paper's baseline, appendix 10): the UNet sees every
-  one of the 4T - 3 frames as 9 channels ``[z_t, upsampled keyframes (zeros between them), mask]`` and
-  predicts every frame; the temporal convs run over frames.
+- ``"mfi"`` (Masked Frame Interpolation, Video LDM; the paper's baseline): the UNet sees every one of the
+  4T - 3 frames of the clip as 9 channels ``[z_t, upsampled keyframes (zeros between them), mask]`` and
+  predicts every frame; the temporal convs run over all frames of the clip.
+- ``"mfi_windows"`` (MFI exactly as the paper's appendix 10 trains it): the same 9-channel frames, but in
+  T - 1 windows of 5 frames (a keyframe, its 3 in-betweens, the next keyframe) folded into the batch; the
+  temporal convs run over the 5 frames of a window, so windows are independent and every inner keyframe is
+  denoised twice (5(T - 1) UNet images per video against 4T - 3 for ``"mfi"`` and T - 1 for FusionFrames).
 
 Inflation of the pretrained UNet (taken over and edited in place; the whole model trains):
 ``conv_in`` gains input channels whose weights are zero (the pretrained kernel reads ``z_t`` / ``z_t^1``);
@@ -43,9 +47,11 @@ from fusionframes.models.temporal import fold, unfold, zero_
 from fusionframes.utils.pretrained import require_dir
 from fusionframes.utils.validation import in_traced_graph
 
-MODES = ("fusionframes", "mfi")
+MODES = ("fusionframes", "mfi", "mfi_windows")
 #: In-between frames per pair of keyframes (T keyframes -> 4T - 3 frames).
 BETWEEN = 3
+#: Frames of an ``mfi_windows`` window: a keyframe, its in-betweens and the next keyframe.
+WINDOW = BETWEEN + 2
 #: Parts of the UNet whose 3x3 convs get a temporal conv (not conv_in / conv_out).
 TEMPORAL_SCOPES = ("down_blocks.", "mid_block.", "up_blocks.")
 
@@ -66,6 +72,13 @@ def deinterleave(video: torch.Tensor, between: int = BETWEEN) -> tuple[torch.Ten
     """Inverse of ``interleave``: video (B, F, C, h, w) -> keyframes (B, T, ...), in-betweens (B, T-1, N, ...)."""
     groups = rearrange(video[:, :-1], "b (g n) c h w -> b g n c h w", n=between + 1)
     return video[:, :: between + 1], groups[:, :, 1:]
+
+
+def windows(keyframes: torch.Tensor, between: torch.Tensor) -> torch.Tensor:
+    """keyframes (B, T, C, h, w) and in-betweens (B, T-1, N, C, h, w) -> windows (B, T-1, N+2, C, h, w).
+
+    Window g is keyframe g, its N in-betweens and keyframe g + 1 (the layout of ``"mfi_windows"``)."""
+    return torch.cat([keyframes[:, :-1, None], between, keyframes[:, 1:, None]], dim=2)
 
 
 def num_frames(num_keyframes: int) -> int:
@@ -202,43 +215,54 @@ class InterpolationUNet(nn.Module):
         return self.skip_embedding(skip) + self.perturbation_embedding(tp)
 
     def sample_shape(self, keyframes: torch.Tensor) -> tuple[int, ...]:
-        """Shape of what the model denoises: (B, T-1, 3, C, h, w) (fusionframes) or (B, 4T-3, C, h, w) (mfi)."""
+        """Shape of what the model denoises: (B, T-1, 3, C, h, w) (fusionframes), (B, 4T-3, C, h, w) (mfi) or
+        (B, T-1, 5, C, h, w) (mfi_windows)."""
         b, t, c, h, w = keyframes.shape
-        if self.mode == "fusionframes":
-            return (b, t - 1, BETWEEN, c, h, w)
-        return (b, num_frames(t), c, h, w)
+        if self.mode == "mfi":
+            return (b, num_frames(t), c, h, w)
+        return (b, t - 1, BETWEEN if self.mode == "fusionframes" else WINDOW, c, h, w)
 
     def to_sample(self, keyframes: torch.Tensor, between: torch.Tensor) -> torch.Tensor:
         """The clean training target x0 in the sample layout from keyframes (B, T, ...) and in-betweens
-        (B, T-1, 3, ...): the in-betweens (fusionframes) or the whole interleaved video (mfi)."""
-        return between if self.mode == "fusionframes" else interleave(keyframes, between)
+        (B, T-1, 3, ...): the in-betweens (fusionframes), the whole interleaved video (mfi) or its windows
+        (mfi_windows)."""
+        return between if self.mode == "fusionframes" else self._arrange(keyframes, between)
 
     def to_video(self, keyframes: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
         """Keyframes (B, T, C, h, w) and a denoised sample -> video (B, 4T-3, C, h, w) with the keyframes copied
-        exactly to their positions (mfi: the model's own predictions there are discarded)."""
-        between = sample if self.mode == "fusionframes" else deinterleave(sample)[1]
-        return interleave(keyframes, between)
+        exactly to their positions (MFI modes: the model's own predictions there are discarded)."""
+        if self.mode == "mfi":
+            sample = deinterleave(sample)[1]
+        elif self.mode == "mfi_windows":
+            sample = sample[:, :, 1:-1]
+        return interleave(keyframes, sample)
+
+    @property
+    def _arrange(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """How the MFI modes lay out keyframes and in-betweens: ``interleave`` (mfi) or ``windows``."""
+        return windows if self.mode == "mfi_windows" else interleave
 
     def _unet_input(self, sample: torch.Tensor, keyframes: torch.Tensor) -> torch.Tensor:
         """(B·G, 20, h, w) groups ``[z_t^1, z_t^2, z_t^3, c^1, c^2]`` (c^1, c^2 = keyframes g, g+1), or
-        (B·F, 9, h, w) frames ``[z_t, keyframe or zeros, mask]`` (mfi)."""
+        frames ``[z_t, keyframe or zeros, mask]``: (B·F, 9, h, w) (mfi), (B·G·5, 9, h, w) (mfi_windows)."""
         if self.mode == "fusionframes":
             x = torch.cat([rearrange(sample, "b g n c h w -> b g (n c) h w"), keyframes[:, :-1], keyframes[:, 1:]],
                           dim=2)
         else:
             b, t, _, h, w = keyframes.shape
-            upsampled = interleave(keyframes, keyframes.new_zeros(b, t - 1, BETWEEN, *keyframes.shape[2:]))
-            mask = interleave(keyframes.new_ones(b, t, 1, h, w), keyframes.new_zeros(b, t - 1, BETWEEN, 1, h, w))
-            x = torch.cat([sample, upsampled, mask], dim=2)
-        return rearrange(x, "b f c h w -> (b f) c h w")
+            upsampled = self._arrange(keyframes, keyframes.new_zeros(b, t - 1, BETWEEN, *keyframes.shape[2:]))
+            mask = self._arrange(keyframes.new_ones(b, t, 1, h, w), keyframes.new_zeros(b, t - 1, BETWEEN, 1, h, w))
+            x = torch.cat([sample, upsampled, mask], dim=-3)
+        return x.flatten(0, -4)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, keyframes: torch.Tensor, skip: torch.Tensor,
                 perturbation: torch.Tensor) -> torch.Tensor:
         """Prediction (v or eps, per the schedule it is trained with) for ``sample``.
 
-        sample: noisy in-betweens (B, T-1, 3, C, h, w) (fusionframes) or noisy video (B, 4T-3, C, h, w) (mfi);
-        timestep, skip s, perturbation tp: long (B,); keyframes: conditioning latents (B, T, C, h, w), T >= 2
-        (zeros for the unconditional branch) -> prediction of ``sample``'s shape.
+        sample: noisy in-betweens (B, T-1, 3, C, h, w) (fusionframes), noisy video (B, 4T-3, C, h, w) (mfi) or
+        its windows (B, T-1, 5, C, h, w) (mfi_windows); timestep, skip s, perturbation tp: long (B,); keyframes:
+        conditioning latents (B, T, C, h, w), T >= 2 (zeros for the unconditional branch) -> prediction of
+        ``sample``'s shape.
         """
         if keyframes.ndim != 5 or keyframes.shape[1] < 2 or keyframes.shape[2] != self.latent_channels:
             raise ValueError(f"keyframes have shape {tuple(keyframes.shape)}; expected (B, T >= 2, "
@@ -247,23 +271,28 @@ class InterpolationUNet(nn.Module):
         if tuple(sample.shape) != expected:
             raise ValueError(f"sample has shape {tuple(sample.shape)} but {keyframes.shape[1]} keyframes in "
                              f"{self.mode} mode need {expected}.")
-        b, f = sample.shape[:2]
+        b = sample.shape[0]
         for name, value in (("timestep", timestep), ("skip", skip), ("perturbation", perturbation)):
             if value.shape != (b,):
                 raise ValueError(f"{name} has shape {tuple(value.shape)}; expected ({b},).")
+        # UNet images per sample (groups, frames or window frames) and the axis the temporal convs run over.
+        if self.mode == "mfi_windows":
+            images, temporal = sample.shape[1] * WINDOW, WINDOW
+        else:
+            images = temporal = sample.shape[1]
         emb = self.condition_embedding(skip, perturbation)
-        self._context = _CallContext(num_frames=f, emb=repeat(emb, "b d -> (b f) d", f=f))
+        self._context = _CallContext(num_frames=temporal, emb=repeat(emb, "b d -> (b k) d", k=images))
         try:
             dtype = self.unet.dtype  # DeepSpeed's bf16 casts the whole module, without autocast
-            out = self.unet(self._unet_input(sample, keyframes).to(dtype), repeat(timestep, "b -> (b f)", f=f),
-                            encoder_hidden_states=repeat(self.null_context, "l d -> n l d", n=b * f).to(dtype),
-                            encoder_attention_mask=repeat(self.null_mask, "l -> n l", n=b * f),
+            out = self.unet(self._unet_input(sample, keyframes).to(dtype), repeat(timestep, "b -> (b k)", k=images),
+                            encoder_hidden_states=repeat(self.null_context, "l d -> n l d", n=b * images).to(dtype),
+                            encoder_attention_mask=repeat(self.null_mask, "l -> n l", n=b * images),
                             return_dict=False)[0]
         finally:
             self._context = _CallContext()
-        if self.mode == "fusionframes":
-            return rearrange(out, "(b g) (n c) h w -> b g n c h w", b=b, n=BETWEEN)
-        return rearrange(out, "(b f) c h w -> b f c h w", b=b)
+        # (B·images, C_out, h, w) is the sample's layout with its leading axes folded (fusionframes: the 3
+        # in-betweens of a group are its 12 output channels in order).
+        return out.reshape(sample.shape)
 
     @torch.no_grad()
     def interpolate(self, keyframes: torch.Tensor, skip: int | torch.Tensor, schedule: NoiseSchedule,

@@ -24,7 +24,8 @@ from fusionframes.utils.validation import check_guidance, check_probability
 
 
 class InterpolationModule(StageModule):
-    """Trains a whole ``InterpolationUNet`` (mode ``fusionframes`` or ``mfi``) with the v-prediction loss.
+    """Trains a whole ``InterpolationUNet`` (mode ``fusionframes``, ``mfi`` or ``mfi_windows``) with the v-prediction
+    loss.
 
     ``unet`` is the T2I backbone bundle (config group ``model/unet``): a copy of its UNet is inflated into
     the interpolator and its text encoder only computes the null context, then the bundle is dropped.
@@ -35,9 +36,10 @@ class InterpolationModule(StageModule):
     in [-1, 1] and ``skip`` (B,) long, T = ``num_keyframes``. Training draws per sample a perturbation level
     tp ~ U{0..max_perturbation} (tp forward-diffusion steps applied to the keyframe latents; tp = 0 leaves
     them clean) and zeroes the conditioning with probability ``uncond_prob``; the loss covers the 3·(T-1)
-    in-betweens (fusionframes) or all 4T-3 frames of the same clip (mfi). MFI thus trains on the whole
-    33-frame clip rather than the paper's 5-frame windows (2 keyframes + 3 in-betweens): both modes see the
-    same data, and MFI's temporal convs see sequences as long as at inference (61 and 241 frames).
+    in-betweens (fusionframes), all 4T-3 frames of the same clip (mfi) or its T-1 windows of 5 frames
+    (mfi_windows). ``mfi`` thus trains on the whole 33-frame clip, so its temporal convs see sequences as long as
+    at inference (61 and 241 frames); ``mfi_windows`` trains on the paper's 5-frame examples (appendix 10: 2
+    keyframes + 3 in-betweens), 8 per clip. All modes see the same data.
     """
 
     def __init__(
