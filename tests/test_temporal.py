@@ -10,6 +10,7 @@ from einops import rearrange
 from torch import nn
 
 from fusionframes.models.temporal import (
+    FrameConditionalGroupNorm,
     FramePositionEmbedding,
     TemporalAttention1dBlock,
     TemporalAttention3dBlock,
@@ -177,6 +178,21 @@ def test_conv3d_reduction_option() -> None:
     assert TemporalConv3dBlock(64, 32, 8, reduction=4).down.out_channels == 16
     with pytest.raises(ValueError, match="reduction=128"):
         TemporalConv3dBlock(64, 32, 8, reduction=128)
+
+
+def test_conditional_norm_runs_in_the_activation_dtype_under_autocast() -> None:
+    """Autocast would run GroupNorm and the scale/shift in float32; the temporal norm keeps bf16 activations bf16
+    and matches the float32 norm to bf16 rounding."""
+    torch.manual_seed(0)
+    norm = FrameConditionalGroupNorm(GROUPS, C, D)
+    nn.init.normal_(norm.context_mlp[-1].weight)  # a non-trivial per-frame scale and shift
+    video, emb = (3 * torch.randn(B, C, F, 5, 5) + 1).bfloat16(), torch.randn(B * F, D)
+    reference = norm(video.float(), emb)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = norm(video, emb)
+    assert out.dtype == torch.bfloat16
+    # bf16 keeps 8 significant bits: errors of a few 2^-8 of the largest output are rounding, not a wrong norm.
+    assert (out.float() - reference).abs().max() < 0.02 * reference.abs().max()
 
 
 def test_frame_position_embedding() -> None:
