@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--cuda-graphs", action="store_true", help="replay each pass's UNet call as a CUDA graph")
     parser.add_argument("--channels-last", action="store_true", help="both modes' conv weights channels-last")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile both modes (static shapes; the untimed warm-up compiles each pass)")
+                        help="torch.compile every mode (static shapes; the untimed warm-up compiles each pass)")
     parser.add_argument("--latents", type=int, nargs="+", help="only these latent sizes of --size")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     args = parser.parse_args()

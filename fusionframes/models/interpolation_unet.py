@@ -1,6 +1,6 @@
 """Interpolation model (paper §4.2, appendices 9 and 10): a T2I UNet turned into a latent frame interpolator.
 
-Two modes share one class, one conditioning scheme and one sampling loop:
+Three modes share one class, one conditioning scheme and one sampling loop:
 
 - ``"fusionframes"`` (the paper's model): each pair of consecutive keyframes is one *group*; the UNet sees
   the group as 20 channels ``[z_t^1, z_t^2, z_t^3, c^1, c^2]`` (three noisy in-between latents, then the left
