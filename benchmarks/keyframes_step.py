@@ -18,23 +18,30 @@ Each model is built fresh, so no hooks of another variant are attached. On CUDA:
 blocks match that count); ``--compile-temporal`` runs ``KeyframeUNet.compile_temporal()`` on each variant
 (torch.compile of the temporal modules only) and, with ``--peer``, compiles the peer's motion modules the same
 way, so both sides have their trainable modules compiled and their frozen UNet eager; the warm-up steps absorb
-the compilation. Both options are named in the table's first line.
+the compilation. ``--cuda-graphs`` captures every measured model's forward and backward as CUDA graphs
+(``GraphedTrainingCall``, what ``model.cuda_graphs=true`` does in training; the optimiser step stays eager) at the
+first warm-up step and replays them; the table then also has the frozen UNet's eager forward + backward.
+All three options are named in the table's first line. Autocast runs without
+its weight-cast cache, as Lightning's does.
 
     uv run python benchmarks/keyframes_step.py --device cpu --dtype fp32 --steps 3
     uv run python benchmarks/keyframes_step.py --backbone kandinsky3 --size paper --device cuda --out k3.md
     uv run python benchmarks/keyframes_step.py --size paper --device cuda --peer   # vs AnimateDiff on SD-1.5 size
     uv run python benchmarks/keyframes_step.py --backbone kandinsky3 --size paper --device cuda --fused-adam \
         --variants conv1d_attn1d_blocks --conv-compression 4 --compile-temporal
+    uv run python benchmarks/keyframes_step.py --backbone kandinsky3 --size paper --device cuda --fused-adam \
+        --variants conv1d_attn1d_blocks --compile-temporal --cuda-graphs   # the fastest keyframe step
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -45,6 +52,7 @@ from diffusers.utils import logging as diffusers_logging
 from einops import rearrange, repeat
 from torch import nn
 
+from fusionframes.diffusion.cuda_graph import GraphedTrainingCall
 from fusionframes.models.keyframe_unet import VARIANTS, KeyframeUNet
 from fusionframes.models.temporal import frame_positions
 from fusionframes.utils.compilation import compile_each
@@ -80,6 +88,7 @@ def timed(step: Callable[[], None], device: torch.device, steps: int, warmup: in
     """(ms per step, peak GiB allocated or None off CUDA) of ``step`` after ``warmup`` untimed calls;
     (nan, nan) if CUDA runs out of memory."""
     if device.type == "cuda":
+        gc.collect()  # the models measured before, and their CUDA graphs' memory pools, are in reference cycles
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     try:
@@ -121,9 +130,29 @@ class Run:
     context: torch.Tensor  # (B, L, D)
     mask: torch.Tensor  # (B, L) bool
     timestep: torch.Tensor  # (B,)
+    cuda_graphs: bool = False
 
     def autocast(self) -> AbstractContextManager:
-        return torch.autocast(self.device.type, self.dtype) if self.dtype != torch.float32 else nullcontext()
+        """Autocast without its weight-cast cache, as Lightning runs it (and as CUDA graphs need)."""
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, self.dtype, cache_enabled=False)
+
+    def call(self, module: nn.Module) -> Callable[..., torch.Tensor]:
+        """``module`` itself, or with ``cuda_graphs`` its forward and backward replayed as CUDA graphs."""
+        return GraphedTrainingCall(module) if self.cuda_graphs else module
+
+
+class Sample(nn.Module):
+    """``module(x, t, name=tensor, ...).sample`` called with positional tensors, the form a graphed call takes."""
+
+    def __init__(self, module: nn.Module, *names: str) -> None:
+        super().__init__()
+        self.module = module
+        self.names = names
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.module(x, t, **dict(zip(self.names, tensors, strict=True))).sample
 
 
 def measure_frozen(run: Run, weight_grads: bool = False) -> tuple[float, float | None, int]:
@@ -132,13 +161,13 @@ def measure_frozen(run: Run, weight_grads: bool = False) -> tuple[float, float |
     unet = build(run.size, run.device, run.dtype).requires_grad_(weight_grads)
     frames = run.sample.shape[1]
     folded = rearrange(run.sample, "b f c h w -> (b f) c h w").requires_grad_(True)
-    inputs = dict(encoder_hidden_states=repeat(run.context, "b l d -> (b f) l d", f=frames),
-                  encoder_attention_mask=repeat(run.mask, "b l -> (b f) l", f=frames))
-    timestep = repeat(run.timestep, "b -> (b f)", f=frames)
+    inputs = (folded, repeat(run.timestep, "b -> (b f)", f=frames),
+              repeat(run.context, "b l d -> (b f) l d", f=frames), repeat(run.mask, "b l -> (b f) l", f=frames))
+    call = run.call(Sample(unet, "encoder_hidden_states", "encoder_attention_mask"))
 
     def step() -> None:
         with run.autocast():
-            out = unet(folded, timestep, **inputs).sample
+            out = call(*inputs)
         out.float().square().mean().backward()
         folded.grad = None
         unet.zero_grad(set_to_none=True)
@@ -156,10 +185,11 @@ def measure_variant(run: Run, variant: str, checkpointing: bool, fused: bool = F
     optimizer = torch.optim.AdamW(model.temporal_parameters(), lr=1e-4, fused=fused or None)
     target = torch.randn_like(run.sample, dtype=torch.float32)
     positions = frame_positions(*run.sample.shape[:2], device=run.device)
+    call = run.call(model)
 
     def step() -> None:
         with run.autocast():
-            out = model(run.sample, run.timestep, run.context, run.mask, positions)
+            out = call(run.sample, run.timestep, run.context, run.mask, positions)
         (out.float() - target).square().mean().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -193,10 +223,11 @@ def measure_animatediff(run: Run, checkpointing: bool, fused: bool = False,
     sample = rearrange(run.sample, "b f c h w -> b c f h w")
     context = repeat(run.context, "b l d -> (b f) l d", f=sample.shape[2])  # per frame, as AnimateDiffPipeline does
     target = torch.randn_like(sample, dtype=torch.float32)
+    call = run.call(Sample(model, "encoder_hidden_states"))
 
     def step() -> None:
         with run.autocast():
-            out = model(sample, run.timestep, encoder_hidden_states=context).sample
+            out = call(sample, run.timestep, context)
         (out.float() - target).square().mean().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -206,18 +237,22 @@ def measure_animatediff(run: Run, checkpointing: bool, fused: bool = False,
 
 def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.dtype, variants: list[str],
               steps: int, warmup: int, frames: int, batch: int, checkpointing: bool, fused: bool = False,
-              spatial: bool = False, peer: bool = False, compression: int = 2, compile_temporal: bool = False) -> str:
+              spatial: bool = False, peer: bool = False, compression: int = 2, compile_temporal: bool = False,
+              cuda_graphs: bool = False) -> str:
     size = SIZES[backbone, size_name]
     torch.manual_seed(0)
     run = Run(size, device, dtype, steps, warmup,
               sample=torch.randn(batch, frames, 4, size.latent, size.latent, device=device, dtype=dtype),
               context=torch.randn(batch, size.tokens, size.text_dim, device=device, dtype=dtype),
               mask=torch.ones(batch, size.tokens, dtype=torch.bool, device=device),
-              timestep=torch.randint(0, 1000, (batch,), device=device))
+              timestep=torch.randint(0, 1000, (batch,), device=device), cuda_graphs=cuda_graphs)
+    # With graphs, the eager reference too (the issue's, 150-170 ms on an H100), first: before any graph's memory pool.
+    eager = [("frozen 2D UNet fwd+bwd (to input), eager", *measure_frozen(replace(run, cuda_graphs=False))[:2], 0)
+             ] if cuda_graphs else []
     base_ms, base_peak, frozen_params = measure_frozen(run)
     full_ms, full_peak, _ = measure_frozen(run, weight_grads=True)
     rows = [("frozen 2D UNet fwd+bwd (to input)", base_ms, base_peak, 0),
-            ("2D UNet fwd+bwd with weight gradients", full_ms, full_peak, 0)]
+            ("2D UNet fwd+bwd with weight gradients", full_ms, full_peak, 0), *eager]
     rows += [(variant, *measure_variant(run, variant, checkpointing, fused, spatial, compression, compile_temporal))
              for variant in variants]
     if peer:
@@ -230,7 +265,8 @@ def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.
               f"{', temporal gradient checkpointing' if checkpointing else ''}{', fused AdamW' if fused else ''}"
               f"{', spatial block checkpointing' if spatial else ''}"
               f"{f', Conv1D compression {compression}' if compression != 2 else ''}"
-              f"{', temporal modules torch.compiled' if compile_temporal else ''})",
+              f"{', temporal modules torch.compiled' if compile_temporal else ''}"
+              f"{', forward and backward replayed as CUDA graphs' if cuda_graphs else ''})",
               "", "| model | ms/step | x frozen fwd+bwd (to input) | x fwd+bwd with weight grads | peak GiB | "
               "temporal params |", "|---|---|---|---|---|---|"]
     lines = [f"| {name} | {ms:,.1f} | {ms / base_ms:.2f} | {ms / full_ms:.2f} | "
@@ -258,6 +294,9 @@ def main() -> None:
     parser.add_argument("--compile-temporal", action="store_true",
                         help="torch.compile each variant's temporal modules (KeyframeUNet.compile_temporal) "
                              "and, with --peer, the peer's motion modules")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="capture every model's forward and backward as CUDA graphs (GraphedTrainingCall, as "
+                             "model.cuda_graphs=true does in training), the references' and the peer's too")
     parser.add_argument("--peer", action="store_true",
                         help="also the AnimateDiff-style peer on the same 2D UNet (unet2d backbones only)")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
@@ -265,13 +304,17 @@ def main() -> None:
     if args.peer and args.backbone != "unet2d":
         parser.error(f"--peer needs --backbone unet2d (diffusers' MotionAdapter inflates a UNet2DConditionModel), "
                      f"got --backbone {args.backbone}.")
-    if args.compile_temporal and args.warmup < 1:
-        parser.error(f"--compile-temporal needs --warmup >= 1 (the first steps compile), got --warmup {args.warmup}.")
+    if (args.compile_temporal or args.cuda_graphs) and args.warmup < 1:
+        parser.error(f"--compile-temporal and --cuda-graphs need --warmup >= 1 (the first steps compile and capture), "
+                     f"got --warmup {args.warmup}.")
+    if args.cuda_graphs and not args.device.startswith("cuda"):
+        parser.error(f"--cuda-graphs needs a CUDA device, got --device {args.device}.")
     diffusers_logging.set_verbosity_error()
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     table = benchmark(args.backbone, args.size, torch.device(args.device), dtype, args.variants, args.steps,
                       args.warmup, args.frames, args.batch, args.checkpointing, args.fused_adam,
-                      args.spatial_checkpointing, args.peer, args.conv_compression, args.compile_temporal)
+                      args.spatial_checkpointing, args.peer, args.conv_compression, args.compile_temporal,
+                      args.cuda_graphs)
     print(table)
     if args.out is not None:
         args.out.write_text(table + "\n")

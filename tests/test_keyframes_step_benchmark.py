@@ -70,3 +70,29 @@ def test_compile_temporal_also_compiles_each_motion_module_of_the_peer(monkeypat
         keyframes_step.measure_animatediff(run, checkpointing=False, compile_motion=True)
     motion_modules = 2 * 1 + 2 * 2 + 1  # down: 1 per block, up: layers_per_block + 1, mid: 1 (the adapter's defaults)
     assert compiled == [{"dynamic": False}] * motion_modules
+
+
+def test_cuda_graphs_wrap_every_model_and_add_the_eager_reference(monkeypatch):
+    """--cuda-graphs: both references, each variant and the peer run through GraphedTrainingCall (a pass-through
+    recorder here, as CPUs have no CUDA graphs), and the eager frozen reference gets a row of its own."""
+    monkeypatch.setitem(keyframes_step.SIZES, ("unet2d", "tiny"), TINY)
+    wrapped = []
+    monkeypatch.setattr(keyframes_step, "GraphedTrainingCall", lambda module: wrapped.append(module) or module)
+    table = keyframes_step.benchmark("unet2d", "tiny", torch.device("cpu"), torch.float32, ["conv1d_attn1d_blocks"],
+                                     steps=1, warmup=1, frames=3, batch=1, checkpointing=False, peer=True,
+                                     cuda_graphs=True)
+    assert table.splitlines()[0].endswith(", forward and backward replayed as CUDA graphs)")
+    names = [line.split(" | ")[0].strip("| ") for line in table.splitlines() if line.startswith("| ")][1:]
+    assert names == ["frozen 2D UNet fwd+bwd (to input)", "2D UNet fwd+bwd with weight gradients",
+                     "frozen 2D UNet fwd+bwd (to input), eager", "conv1d_attn1d_blocks",
+                     "AnimateDiff peer (UNetMotionModel + MotionAdapter)"]
+    assert [type(m).__name__ for m in wrapped] == ["Sample", "Sample", "KeyframeUNet", "Sample"]
+
+
+def test_flop_table_counts_the_temporal_work_on_the_meta_device():
+    from benchmarks.keyframes_flops import table
+
+    rows = [line.split(" | ") for line in table(TINY, ["conv1d_attn1d_blocks"], [1, 4], frames=3).splitlines()[2:]]
+    ratios = {cells[1]: float(cells[-1].strip(" |")) for cells in rows}
+    assert ratios["–"] == 1.0 and ratios["4"] > 1.0  # temporal modules add FLOPs to the frozen forward + backward
+    assert ratios["1"] > ratios["4"]  # a wider Conv1D bottleneck costs more

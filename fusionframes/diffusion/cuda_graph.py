@@ -1,8 +1,8 @@
-"""CUDA-graph replay of a fixed-shape denoiser.
+"""CUDA-graph replay of fixed-shape denoiser calls: sampling steps and training steps.
 
-PyTorch's whole-network capture (``torch.cuda.graph``) removes the per-kernel launch cost of the many small
-kernels a UNet call issues at small batch or resolution; what is written here is only the warm-up,
-static-buffer and replay bookkeeping that the PyTorch CUDA-graphs guide prescribes.
+PyTorch's whole-network capture (``torch.cuda.graph``, ``torch.cuda.make_graphed_callables``) removes the
+per-kernel launch cost of the many small kernels a UNet call issues at small batch or resolution; what is written
+here is only the warm-up, static-buffer and replay bookkeeping that the PyTorch CUDA-graphs guide prescribes.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 class GraphedDenoiser:
@@ -49,3 +49,53 @@ class GraphedDenoiser:
             self.t.copy_(t)
         self.graph.replay()
         return self.out.clone()
+
+
+class _Call(nn.Module):
+    """``module(*args)`` as a module of its own, so that ``torch.cuda.make_graphed_callables`` replaces this
+    wrapper's ``forward`` and not ``module``'s (which sampling and validation keep calling eagerly)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args: Tensor) -> Tensor:
+        return self.module(*args)
+
+
+class GraphedTrainingCall:
+    """Forward and backward of ``module(*args)`` captured as CUDA graphs on the first call and replayed on every
+    later call with the same argument shapes and dtypes and the same train/eval mode of ``module``; other calls
+    (a smaller last batch) run ``module`` eagerly and are counted in ``eager_calls``.
+
+    The capture is PyTorch's ``torch.cuda.make_graphed_callables`` (warm-up iterations, which also run any
+    ``torch.compile`` of submodules, then one graph for the forward and one for the backward); written here are
+    only the lazy capture at the first training batch and the shape check. Replaying removes the launch cost of
+    the many small kernels of models whose frozen part is large and whose trainable part is many small modules.
+    The graphs write the gradients into static buffers; a hook on every trainable parameter clones them before
+    they reach ``.grad``, so gradients accumulated over several micro-batches do not alias those buffers.
+    Requirements (PyTorch's): the forward and backward do not synchronise with the host, the module's
+    parameters stay the same tensors, and autocast runs with ``cache_enabled=False`` (as Lightning's does).
+    args: tensors; returns ``module(*args)`` (a tensor of its own, not the graph's output buffer).
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.call = _Call(module)
+        self.graphed: nn.Module | None = None
+        self.signature: tuple | None = None
+        self.eager_calls = 0
+
+    def __call__(self, *args: Tensor) -> Tensor:
+        signature = (self.call.module.training, *((a.shape, a.dtype, a.device) for a in args))
+        if self.graphed is None:
+            for parameter in self.call.parameters():
+                if parameter.requires_grad:
+                    parameter.register_hook(torch.clone)
+            self.call.training = self.call.module.training  # the flag only: frozen submodules stay in eval mode
+            static = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
+            self.graphed = torch.cuda.make_graphed_callables(self.call, static)
+            self.signature = signature
+        if signature != self.signature:
+            self.eager_calls += 1
+            return self.call.module(*args)
+        return self.graphed(*args).clone()  # the graph's output buffer is overwritten by the next replay

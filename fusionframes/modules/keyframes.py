@@ -7,7 +7,9 @@ from typing import Any
 
 import torch
 from einops import rearrange
+from lightning.pytorch.strategies import SingleDeviceStrategy
 
+from fusionframes.diffusion.cuda_graph import GraphedTrainingCall
 from fusionframes.diffusion.timesteps import check_timestep_options, ptss_timesteps
 from fusionframes.models.keyframe_unet import KeyframeUNet
 from fusionframes.models.t2i import TextToImageModel
@@ -33,6 +35,9 @@ class KeyframesModule(StageModule):
     ``snr_gamma``: Min-SNR-gamma weighting of the training loss (None: plain MSE; validation stays plain).
     ``high_noise_gamma``: weight the noisy steps (SNR < 1) of the training loss by 1/SNR, capped at this value
     (None: off; see ``NoiseSchedule.loss``).
+    ``cuda_graphs``: capture the training forward and backward of the keyframe UNet as CUDA graphs at the first
+    batch and replay them (``GraphedTrainingCall``; one CUDA device, fixed batch shapes); validation and sampling
+    stay eager.
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class KeyframesModule(StageModule):
         ptss_granularity: str = "sample",
         snr_gamma: float | None = None,
         high_noise_gamma: float | None = None,
+        cuda_graphs: bool = False,
     ) -> None:
         super().__init__(optimizer, lr_scheduler)
         check_probability("model.caption_dropout", caption_dropout)
@@ -84,6 +90,13 @@ class KeyframesModule(StageModule):
         self.ptss_granularity = ptss_granularity
         self.snr_gamma = snr_gamma
         self.high_noise_gamma = high_noise_gamma
+        self.graphed = GraphedTrainingCall(self.model) if cuda_graphs else None
+
+    def on_fit_start(self) -> None:
+        strategy = self.trainer.strategy
+        if self.graphed is not None and (self.device.type != "cuda" or not isinstance(strategy, SingleDeviceStrategy)):
+            raise ValueError(f"model.cuda_graphs=true needs training on one CUDA device (no DDP or DeepSpeed); got "
+                             f"{type(strategy).__name__} on {self.device}, so set model.cuda_graphs=false.")
 
     @property
     def schedule(self):
@@ -115,7 +128,8 @@ class KeyframesModule(StageModule):
         if t is None:
             t = self.training_timesteps(z0.shape[0], generator)
         context, mask = self.text(batch, drop)
-        pred = self.model(self.schedule.add_noise(z0, noise, t), t, context.detach(), mask, batch["positions"])
+        model = self.graphed if self.graphed is not None and self.training else self.model
+        pred = model(self.schedule.add_noise(z0, noise, t), t, context.detach(), mask, batch["positions"])
         return self.schedule.loss(pred, z0, noise, t, snr_gamma, high_noise_gamma)
 
     def training_timesteps(self, batch: int, generator: torch.Generator) -> torch.Tensor:

@@ -13,9 +13,11 @@ import torch
 
 
 def in_traced_graph(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` is being traced by torch.compile or captured into a CUDA graph: a value check that reads
-    it on the host would split the compiled graph or break the capture there, so such checks are skipped."""
-    return torch.compiler.is_compiling() or (tensor.is_cuda and torch.cuda.is_current_stream_capturing())
+    """Whether ``tensor`` is being traced by torch.compile, captured into a CUDA graph or has no values (the meta
+    device of shape-only runs such as FLOP counting): a value check that reads it on the host would split the
+    compiled graph, break the capture or fail there, so such checks are skipped."""
+    return (tensor.is_meta or torch.compiler.is_compiling()
+            or (tensor.is_cuda and torch.cuda.is_current_stream_capturing()))
 
 
 def is_int(value: Any) -> bool:
