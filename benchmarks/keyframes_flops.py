@@ -17,10 +17,9 @@ from contextlib import nullcontext
 from unittest import mock
 
 import torch
-from einops import rearrange, repeat
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.keyframes_step import SIZES, Size
+from benchmarks.keyframes_step import SIZES, Sample, Size, frozen_inputs
 from fusionframes.models.keyframe_unet import VARIANTS, KeyframeUNet
 from fusionframes.models.temporal import frame_positions
 
@@ -36,11 +35,9 @@ def table(size: Size, variants: list[str], compressions: list[int], frames: int 
         sample = torch.randn(1, frames, 4, size.latent, size.latent)
         context, mask = torch.randn(1, size.tokens, size.text_dim), torch.ones(1, size.tokens, dtype=torch.bool)
         timestep, positions = torch.zeros(1, dtype=torch.long), frame_positions(1, frames)
-        unet = size.make_unet().requires_grad_(False)
-        folded = rearrange(sample, "b f c h w -> (b f) c h w").requires_grad_(True)
-        per_frame = dict(encoder_hidden_states=repeat(context, "b l d -> (b f) l d", f=frames),
-                         encoder_attention_mask=repeat(mask, "b l -> (b f) l", f=frames))
-        reference = flops(lambda: unet(folded, timestep.repeat(frames), **per_frame).sample.sum().backward())
+        unet = Sample(size.make_unet().requires_grad_(False), "encoder_hidden_states", "encoder_attention_mask")
+        inputs = frozen_inputs(sample, timestep, context, mask)
+        reference = flops(lambda: unet(*inputs).sum().backward())
         lines = ["| model | Conv1D compression | TFLOPs | x frozen fwd+bwd (to input) |", "|---|---|---|---|",
                  f"| frozen 2D UNet fwd+bwd (to input) | – | {reference / 1e12:.2f} | 1.00 |"]
         for variant in variants:

@@ -155,14 +155,23 @@ class Sample(nn.Module):
         return self.module(x, t, **dict(zip(self.names, tensors, strict=True))).sample
 
 
+def frozen_inputs(sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+                  mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The 2D UNet's inputs for a video batch with its frames folded into the batch, in the order of
+    ``Sample(unet, "encoder_hidden_states", "encoder_attention_mask")``: sample (B·F, C, h, w), requiring grad (the
+    reference's backward goes to its input), timestep (B·F,), text (B·F, L, D), mask (B·F, L)."""
+    frames = sample.shape[1]
+    folded = rearrange(sample, "b f c h w -> (b f) c h w").requires_grad_(True)
+    return (folded, repeat(timestep, "b -> (b f)", f=frames), repeat(context, "b l d -> (b f) l d", f=frames),
+            repeat(mask, "b l -> (b f) l", f=frames))
+
+
 def measure_frozen(run: Run, weight_grads: bool = False) -> tuple[float, float | None, int]:
     """(ms, peak GiB, parameters) of the 2D UNet's forward + backward to its input (and, with ``weight_grads``,
     to its weights), frames in the batch."""
     unet = build(run.size, run.device, run.dtype).requires_grad_(weight_grads)
-    frames = run.sample.shape[1]
-    folded = rearrange(run.sample, "b f c h w -> (b f) c h w").requires_grad_(True)
-    inputs = (folded, repeat(run.timestep, "b -> (b f)", f=frames),
-              repeat(run.context, "b l d -> (b f) l d", f=frames), repeat(run.mask, "b l -> (b f) l", f=frames))
+    inputs = frozen_inputs(run.sample, run.timestep, run.context, run.mask)
+    folded = inputs[0]
     call = run.call(Sample(unet, "encoder_hidden_states", "encoder_attention_mask"))
 
     def step() -> None:
