@@ -21,8 +21,10 @@ from fusionframes.models.temporal import (
     TemporalTextAttention,
     conv1d_block_parameters,
     conv3d_block_parameters,
+    frame_conv,
     frame_positions,
     matched_hidden_channels,
+    unfold,
     spatial_positions,
 )
 
@@ -193,6 +195,34 @@ def test_conditional_norm_runs_in_the_activation_dtype_under_autocast() -> None:
     assert out.dtype == torch.bfloat16
     # bf16 keeps 8 significant bits: errors of a few 2^-8 of the largest output are rounding, not a wrong norm.
     assert (out.float() - reference).abs().max() < 0.02 * reference.abs().max()
+
+
+def test_conditional_norm_is_a_video_group_norm_with_per_frame_scale_and_shift() -> None:
+    """The sum-based statistics equal ``F.group_norm`` over the whole video, in value and gradient, also for the
+    frames-in-batch view a temporal block normalises first."""
+    torch.manual_seed(0)
+    norm = FrameConditionalGroupNorm(GROUPS, C, D).double()
+    nn.init.normal_(norm.context_mlp[-1].weight)
+    folded = (3 * torch.randn(B * F, C, 5, 6, dtype=torch.float64) + 1).requires_grad_(True)
+    emb = torch.randn(B * F, D, dtype=torch.float64)
+    video = unfold(folded, F)  # (B, C, F, H, W) view of frames in the batch
+    scale, shift = rearrange(norm.context_mlp(emb), "(b f) c -> b c f 1 1", f=F).chunk(2, dim=1)
+    reference = nn.functional.group_norm(video, GROUPS, eps=norm.norm.eps) * (scale + 1) + shift
+    out = norm(video, emb)
+    torch.testing.assert_close(out, reference)
+    gradient = torch.randn_like(out)
+    ours = torch.autograd.grad(out, [folded, norm.context_mlp[-1].weight], gradient)
+    expected = torch.autograd.grad(reference, [folded, norm.context_mlp[-1].weight], gradient)
+    for a, b in zip(ours, expected, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_frame_conv_is_the_conv3d(kernel: int) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv3d(C, 2 * C, (kernel, 1, 1), padding=(kernel // 2, 0, 0))
+    video = unfold(torch.randn(B * F, C, 5, 6), F)
+    torch.testing.assert_close(frame_conv(video, conv), conv(video))
 
 
 def test_frame_position_embedding() -> None:
