@@ -24,8 +24,8 @@ from fusionframes.models.temporal import (
     frame_conv,
     frame_positions,
     matched_hidden_channels,
-    unfold,
     spatial_positions,
+    unfold,
 )
 
 B, F, C, D, GROUPS, HEAD_DIM = 2, 4, 16, 12, 4, 8
