@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -109,33 +110,50 @@ def test_sample_py_with_bf16_weights_writes_its_video(tmp_path):
     assert decode_video(mp4.read_bytes()).shape == (16, 64, 64, 3)
 
 
-def test_compiled_pipeline_samples_what_the_eager_one_does():
-    """``compile()`` wraps every network with torch.compile; the "eager" backend runs Dynamo's graph capture
-    without generating kernels, so the samples are bit-identical and the test needs no compiler."""
-    eager = FusionFramesPipeline.from_pretrained(ASSETS)
-    compiled = FusionFramesPipeline.from_pretrained(ASSETS).compile(backend="eager")
-    fast = dict(FAST, decode_chunk=5, cuda_graphs=True)  # cuda_graphs is ignored on CPU
-    torch.testing.assert_close(compiled(PROMPT, fps="keyframes", seed=3, **fast)["video"],
-                               eager(PROMPT, fps="keyframes", seed=3, **fast)["video"], atol=0, rtol=0)
+COMPILED = dict(FAST, cuda_graphs=True)  # cuda_graphs is ignored on CPU
+STAGES = ("keyframes", "interpolation", "decoder")
 
 
-@pytest.mark.parametrize(("stage", "fps"), [("keyframes", "keyframes"), ("interpolation", "medium"),
-                                            ("decoder", "keyframes")])
-def test_compile_reaches_each_stage_it_names(stage, fps):
-    """Each compiled network is called through its compiled ``__call__`` while sampling (the temporal decoder's
-    ``decode`` goes through ``forward``): a recording backend sees graphs, and only of the named stage."""
-    graphs = []
+@pytest.fixture(scope="module")
+def compiled() -> Iterator[tuple[torch.Tensor, dict[str, list[torch.fx.GraphModule]]]]:
+    """(video, graphs per network): the shipped pipeline with each network compiled by ``compile(stages=[name])``
+    on a recording backend of its own, which runs the captured graphs as they are (as the "eager" backend does: no
+    kernels generated, no compiler needed), sampled at fps="medium", where every network runs (the temporal decoder
+    on 61 latent frames, in windows). One Dynamo trace per network serves all the compile tests."""
+    graphs = {name: [] for name in STAGES}
 
-    def recording_backend(graph_module, example_inputs):
-        graphs.append(graph_module)
-        return graph_module.forward
+    def recording_backend(name: str) -> Callable:
+        def backend(graph_module, example_inputs):
+            graphs[name].append(graph_module)
+            return graph_module.forward
+
+        return backend
 
     torch._dynamo.reset()
-    pipeline = FusionFramesPipeline.from_pretrained(ASSETS).compile(stages=[stage], backend=recording_backend)
-    assert [name for name in ("keyframes", "interpolation", "decoder")
-            if getattr(pipeline, name)._compiled_call_impl is not None] == [stage]
-    pipeline(PROMPT, fps=fps, seed=3, **dict(FAST, decode_chunk=5))
-    assert graphs
+    pipeline = FusionFramesPipeline.from_pretrained(ASSETS)
+    for name in STAGES:
+        pipeline.compile(stages=[name], backend=recording_backend(name))
+    yield pipeline(PROMPT, fps="medium", seed=3, **COMPILED)["video"], graphs
+    torch._dynamo.reset()
+
+
+def test_compiled_pipeline_samples_what_the_eager_one_does(compiled, pipeline):
+    """``compile()`` wraps every network with torch.compile; with backends that run the captured graphs as they are,
+    the samples are bit-identical to the eager pipeline's."""
+    every = FusionFramesPipeline.from_pretrained(ASSETS).compile(backend="eager")
+    assert all(getattr(every, name)._compiled_call_impl is not None for name in STAGES)
+    video, _ = compiled
+    torch.testing.assert_close(video, pipeline(PROMPT, fps="medium", seed=3, **COMPILED)["video"], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_compile_reaches_each_stage_it_names(stage, compiled):
+    """``compile(stages=[stage])`` compiles only that network, and sampling calls it through its compiled
+    ``__call__`` (the temporal decoder's ``decode`` goes through ``forward``): its recording backend saw graphs."""
+    pipeline = FusionFramesPipeline.from_pretrained(ASSETS).compile(stages=[stage], backend="eager")
+    assert [name for name in STAGES if getattr(pipeline, name)._compiled_call_impl is not None] == [stage]
+    _, graphs = compiled
+    assert graphs[stage]
     with pytest.raises(ValueError, match=r"compile stages \['vae'\] are unknown"):
         pipeline.compile(stages=["vae"])
 

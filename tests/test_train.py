@@ -82,21 +82,27 @@ def test_negative_frames_is_a_clear_error(tiny_config):
         train(cfg)
 
 
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), *args]
+
+
 def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(_cli(*args), cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def test_cli_multirun_and_bad_value_message(tmp_path):
-    """`python train.py -m` runs each job; a bad value exits non-zero with its one-sentence message."""
+    """`python train.py -m` runs each job; a bad value exits non-zero with its one-sentence message (that process
+    runs beside the multirun's: each has one intra-op thread)."""
     tiny = [*TINY_RUN, *TINY_MODEL["shapes/movq"], "trainer.max_steps=1", f"paths.log_dir={tmp_path}"]
-    done = _run_cli("-m", "experiment=shapes/movq", *tiny, "seed=1,2", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    runs = sorted(tmp_path.glob("shapes_movq/multiruns/*/*/checkpoints/last.ckpt"))
-    assert len(runs) == 2
-    bad = _run_cli("experiment=shapes/movq", *tiny, "data.datamodule.batch_size=0", cwd=tmp_path)
+    with subprocess.Popen(_cli("experiment=shapes/movq", *tiny, "data.datamodule.batch_size=0"), cwd=tmp_path,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as bad:
+        done = _run_cli("-m", "experiment=shapes/movq", *tiny, "seed=1,2", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs = sorted(tmp_path.glob("shapes_movq/multiruns/*/*/checkpoints/last.ckpt"))
+        assert len(runs) == 2
+        _, stderr = bad.communicate(timeout=600)
     assert bad.returncode != 0
-    assert "data.datamodule.batch_size must be a positive integer, got 0." in bad.stderr
+    assert "data.datamodule.batch_size must be a positive integer, got 0." in stderr
 
 
 def test_debug_fast_runs_one_batch_of_everything(tiny_config, tmp_path):
