@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.keyframes_step import synchronize, timed
 from fusionframes.models.temporal import TemporalConv1dBlock
 
 FRAMES, EMB_DIM = 16, 1536
@@ -43,18 +43,15 @@ def step_function(block: Callable, x: torch.Tensor, emb: torch.Tensor, gradient:
 
 def measure(step: Callable[[], None], device: torch.device, steps: int, warmup: int = 3) -> tuple[float, float]:
     """(ms per step, of which ms in cuDNN layout conversions; nan off CUDA)."""
+    if device.type != "cuda":
+        return timed(step, device, steps, warmup)[0], float("nan")
     for _ in range(warmup):
         step()
-    if device.type != "cuda":
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        return 1000 * (time.perf_counter() - start) / steps, float("nan")
-    torch.cuda.synchronize(device)
+    synchronize(device)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             step()
-        torch.cuda.synchronize(device)
+        synchronize(device)
     events = prof.key_averages()
     total = sum(e.self_device_time_total for e in events)
     layout = sum(e.self_device_time_total for e in events if any(k in e.key for k in LAYOUT_KERNELS))
