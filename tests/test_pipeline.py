@@ -139,11 +139,13 @@ def compiled() -> Iterator[tuple[torch.Tensor, dict[str, list[torch.fx.GraphModu
 
 def test_compiled_pipeline_samples_what_the_eager_one_does(compiled, pipeline):
     """``compile()`` wraps every network with torch.compile; with backends that run the captured graphs as they are,
-    the samples are bit-identical to the eager pipeline's."""
+    the samples equal the eager pipeline's to float32 rounding. They are not bit-identical by design: traced, the
+    temporal norms take their statistics as sums (``video_norm_affine``), eagerly by PyTorch's GroupNorm kernel
+    (a max difference of 2e-4 in the [-1, 1] video, 1e-5 in the keyframe latents of magnitude 5)."""
     every = FusionFramesPipeline.from_pretrained(ASSETS).compile(backend="eager")
     assert all(getattr(every, name)._compiled_call_impl is not None for name in STAGES)
     video, _ = compiled
-    torch.testing.assert_close(video, pipeline(PROMPT, fps="medium", seed=3, **COMPILED)["video"], atol=0, rtol=0)
+    torch.testing.assert_close(video, pipeline(PROMPT, fps="medium", seed=3, **COMPILED)["video"], atol=1e-3, rtol=0)
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -197,18 +197,21 @@ def test_conditional_norm_runs_in_the_activation_dtype_under_autocast() -> None:
     assert (out.float() - reference).abs().max() < 0.02 * reference.abs().max()
 
 
-def test_conditional_norm_is_a_video_group_norm_with_per_frame_scale_and_shift() -> None:
-    """The sum-based statistics equal ``F.group_norm`` over the whole video, in value and gradient, also for the
-    frames-in-batch view a temporal block normalises first."""
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_conditional_norm_is_a_video_group_norm_with_per_frame_scale_and_shift(compiled: bool) -> None:
+    """Both paths (eager: PyTorch's GroupNorm; compiled: the sum-based statistics of ``video_norm_affine``) equal
+    ``F.group_norm`` over the whole video, in value and gradient, also for the frames-in-batch view a temporal block
+    normalises first."""
     torch.manual_seed(0)
     norm = FrameConditionalGroupNorm(GROUPS, C, D).double()
     nn.init.normal_(norm.context_mlp[-1].weight)
+    call = torch.compile(norm, backend="aot_eager", fullgraph=True) if compiled else norm
     folded = (3 * torch.randn(B * F, C, 5, 6, dtype=torch.float64) + 1).requires_grad_(True)
     emb = torch.randn(B * F, D, dtype=torch.float64)
     video = unfold(folded, F)  # (B, C, F, H, W) view of frames in the batch
     scale, shift = rearrange(norm.context_mlp(emb), "(b f) c -> b c f 1 1", f=F).chunk(2, dim=1)
     reference = nn.functional.group_norm(video, GROUPS, eps=norm.norm.eps) * (scale + 1) + shift
-    out = norm(video, emb)
+    out = call(video, emb)
     torch.testing.assert_close(out, reference)
     gradient = torch.randn_like(out)
     ours = torch.autograd.grad(out, [folded, norm.context_mlp[-1].weight], gradient)

@@ -76,30 +76,47 @@ class FrameConditionalGroupNorm(Kandinsky3ConditionalGroupNorm):
 
     Reuses diffusers' Kandinsky-3 conditional norm (affine-free GroupNorm + zero-initialised SiLU→Linear
     MLP, so scale 1 and shift 0 at init) for its parameters and ``num_groups``/``eps``; only ``forward`` is
-    written here, because the diffusers one conditions per batch item and we condition per frame, and because
-    ``nn.GroupNorm`` over a video reduces one row per group (32 per video), which PyTorch's kernel and Inductor's
-    decomposition alike spread over too few thread blocks. Here the statistics are float32 sums over each frame's
-    group (B·G·F rows) combined over the frames, and the normalisation, scale and shift are one multiply-add. The
-    output is in the dtype of ``video`` even under autocast, which would run the norm in float32: with bf16
-    activations that halves the memory traffic of this memory-bound op.
+    written here, because the diffusers one conditions per batch item and we condition per frame. The output is in
+    the dtype of ``video`` even under autocast, which would run the norm in float32: with bf16 activations that
+    halves the memory traffic of this memory-bound op.
+
+    Eagerly it runs PyTorch's fused GroupNorm kernel and one multiply-add, the fewest kernel launches (eager
+    sampling at 512x512 is bound by launches, not by the GPU). Traced by ``torch.compile`` it takes the statistics
+    with ``video_norm_affine`` instead, which Inductor schedules over many more thread blocks. (CUDA-graph captures
+    of eager modules keep the GroupNorm kernel, so that their replays compute what the eager calls do.)
     """
 
     def forward(self, video: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """video (B, C, F, H, W), emb (B·F, D_emb) -> (B, C, F, H, W) in video's dtype."""
-        b, c, f = video.shape[:3]
-        groups = self.norm.num_groups
-        context = rearrange(self.context_mlp(emb), "(b f) c -> b c f 1 1", f=f)
+        context = rearrange(self.context_mlp(emb), "(b f) c -> b c f 1 1", f=video.shape[2])
         with torch.autocast(video.device.type, enabled=False):
-            dtype = torch.promote_types(video.dtype, torch.float32)  # of the statistics
-            scale, shift = context.to(dtype).chunk(2, dim=1)
-            grouped = video.unflatten(1, (groups, c // groups))  # (B, G, C/G, F, H, W), a view
-            count = grouped[0, 0].numel()
-            mean = grouped.sum(dim=(2, 4, 5), dtype=dtype).sum(-1) / count  # (B, G)
-            square = torch.linalg.vector_norm(grouped, dim=(2, 4, 5), dtype=dtype).square().sum(-1) / count
-            rstd = torch.rsqrt((square - mean.square()).clamp_min(0) + self.norm.eps)
-            gain = repeat(rstd, "b g -> b (g c) 1 1 1", c=c // groups) * (scale + 1.0)  # (B, C, F, 1, 1)
-            bias = shift - repeat(mean, "b g -> b (g c) 1 1 1", c=c // groups) * gain
+            if not torch.compiler.is_compiling():
+                scale, shift = context.to(video.dtype).chunk(2, dim=1)
+                return torch.addcmul(shift, self.norm(video), scale + 1.0)
+            statistics = torch.promote_types(video.dtype, torch.float32)
+            gain, bias = video_norm_affine(video, self.norm.num_groups, self.norm.eps,
+                                           *context.to(statistics).chunk(2, dim=1))
             return torch.addcmul(bias.to(video.dtype), video, gain.to(video.dtype))
+
+
+def video_norm_affine(video: torch.Tensor, groups: int, eps: float, scale: torch.Tensor,
+                      shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame gain and bias with ``video * gain + bias == group_norm(video) * (scale + 1) + shift``.
+
+    Written by hand for compiled graphs: ``nn.GroupNorm`` over a video reduces one row per group (32 per video),
+    which PyTorch's kernel and Inductor's decomposition alike spread over too few thread blocks. Here the statistics
+    are sums in the dtype of ``scale`` (float32 for bf16 video; ``sum`` and ``linalg.vector_norm`` copy nothing) over
+    each frame's group, B·G·F rows, combined over the frames.
+    video (B, C, F, H, W); scale, shift (B, C, F, 1, 1) -> gain, bias (B, C, F, 1, 1) in scale's dtype.
+    """
+    c = video.shape[1]
+    grouped = video.unflatten(1, (groups, c // groups))  # (B, G, C/G, F, H, W), a view
+    count = grouped[0, 0].numel()
+    mean = grouped.sum(dim=(2, 4, 5), dtype=scale.dtype).sum(-1) / count  # (B, G)
+    square = torch.linalg.vector_norm(grouped, dim=(2, 4, 5), dtype=scale.dtype).square().sum(-1) / count
+    rstd = torch.rsqrt((square - mean.square()).clamp_min(0) + eps)
+    gain = repeat(rstd, "b g -> b (g c) 1 1 1", c=c // groups) * (scale + 1.0)
+    return gain, shift - repeat(mean, "b g -> b (g c) 1 1 1", c=c // groups) * gain
 
 
 def frame_conv(video: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
