@@ -66,7 +66,8 @@ def main() -> None:
                         help="on CUDA: bf16 weights without autocast, or float32 weights under bf16 autocast")
     parser.add_argument("--compile", nargs="*", choices=COMPILE_STAGES, default=None,
                         help="torch.compile these stages (FusionFramesPipeline.compile; no names: all)")
-    parser.add_argument("--cuda-graphs", action="store_true", help="CUDA graphs for the interpolation passes")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="CUDA graphs for the keyframe stage and the interpolation passes")
     parser.add_argument("--decode-chunk", type=int, default=16, help="latent frames per temporal-decoder window")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

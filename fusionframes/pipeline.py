@@ -76,15 +76,16 @@ def check_sampling_args(fps: str, num_inference_steps: int, guidance_scale: floa
 def generate_keyframes(model: KeyframeUNet, schedule: NoiseSchedule, context: torch.Tensor, mask: torch.Tensor,
                        positions: torch.Tensor, shape: tuple[int, ...], num_inference_steps: int,
                        guidance_scale: float, generator: torch.Generator | None = None,
-                       progress: bool = False) -> torch.Tensor:
+                       progress: bool = False, cuda_graph: bool = False) -> torch.Tensor:
     """Keyframe latents of ``shape`` (B, F, C, h, w) with classifier-free guidance.
 
     ``context`` (2B, L, D) and ``mask`` (2B, L) hold the B prompts then B empty prompts; ``positions`` (2B, F).
-    Both branches run in one batched UNet call per step.
+    Both branches run in one batched UNet call per step; ``cuda_graph``: on CUDA, that call is captured at the
+    second step and replayed for the others.
     """
     return sample(guided_denoiser(model, context, mask, positions, guidance_scale), shape, schedule,
                   num_inference_steps, generator=generator, progress=progress, desc="keyframes",
-                  device=context.device, dtype=context.dtype)
+                  device=context.device, dtype=context.dtype, cuda_graph=cuda_graph)
 
 
 class _StageTimer:
@@ -226,8 +227,8 @@ class FusionFramesPipeline:
         (B, N, 3, H, W) in [-1, 1], N = F, 4F-3 or 16F-15 for ``fps`` keyframes / medium / high, and
         ``seconds``: wall-clock time per stage.
         ``dtype`` (e.g. torch.bfloat16 on GPUs) runs the networks under autocast; without it they run in their
-        weights' dtype (see :meth:`to`). ``cuda_graphs``: on CUDA, replay the fixed-shape interpolation passes' UNet
-        calls as CUDA graphs (ignored on CPU).
+        weights' dtype (see :meth:`to`). ``cuda_graphs``: on CUDA, replay the fixed-shape UNet calls of the keyframe
+        stage and of the interpolation passes as CUDA graphs (ignored on CPU).
         """
         check_sampling_args(fps, num_inference_steps, guidance_scale, interpolation_steps, interpolation_guidance,
                             seed, decode_chunk, self.t2i.schedule.num_train_timesteps,
@@ -246,7 +247,7 @@ class FusionFramesPipeline:
             positions = frame_positions(2 * n, num_frames, self.frame_stride, device)
             keyframes = generate_keyframes(self.keyframes, self.t2i.schedule, context, mask, positions,
                                            (n, num_frames, self.codec.channels, size, size), num_inference_steps,
-                                           guidance_scale, generator, progress)
+                                           guidance_scale, generator, progress, cuda_graphs)
             timer.lap("keyframes")
             stages.update()
             latents = keyframes

@@ -172,3 +172,16 @@ def test_bf16_weights_sample_what_float32_does(pipeline):
     assert video.dtype == torch.float32 and video.shape == reference.shape
     psnr = 10 * torch.log10(4 / (video - reference).square().mean())
     assert psnr > 35, f"bf16 sampling drifted from float32: {psnr:.1f} dB"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs exist only on CUDA devices")
+def test_cuda_graphs_sample_what_eager_calls_do(monkeypatch):
+    """``cuda_graphs=True`` captures the keyframe stage's guided UNet call and the interpolation passes' calls at
+    their second step and replays them: the same video as eager calls, to kernel rounding (float32, TF32 off)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    cuda = FusionFramesPipeline.from_pretrained(ASSETS).to("cuda")
+    options = dict(fps="medium", seed=3, num_inference_steps=4, interpolation_steps=3, progress=False)
+    eager = cuda(PROMPT, **options)
+    graphed = cuda(PROMPT, cuda_graphs=True, **options)
+    torch.testing.assert_close(graphed["keyframes"], eager["keyframes"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(graphed["video"], eager["video"], atol=1e-3, rtol=1e-3)
