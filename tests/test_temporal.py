@@ -220,12 +220,21 @@ def test_conditional_norm_is_a_video_group_norm_with_per_frame_scale_and_shift(c
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 @pytest.mark.parametrize("kernel", [1, 3])
-def test_frame_conv_is_the_conv3d(kernel: int) -> None:
+def test_frame_conv_is_the_conv3d(kernel: int, compiled: bool) -> None:
+    """Both paths (a Conv2d over (F, H·W); compiled with a 1-frame kernel: a 1x1 Conv2d over the frames in the batch)
+    equal the Conv3d, in value and gradient."""
     torch.manual_seed(0)
-    conv = nn.Conv3d(C, 2 * C, (kernel, 1, 1), padding=(kernel // 2, 0, 0))
-    video = unfold(torch.randn(B * F, C, 5, 6), F)
-    torch.testing.assert_close(frame_conv(video, conv), conv(video))
+    conv = nn.Conv3d(C, 2 * C, (kernel, 1, 1), padding=(kernel // 2, 0, 0)).double()
+    folded = torch.randn(B * F, C, 5, 6, dtype=torch.float64, requires_grad=True)
+    call = torch.compile(frame_conv, backend="aot_eager", fullgraph=True) if compiled else frame_conv
+    out, expected = call(unfold(folded, F), conv), conv(unfold(folded, F))
+    torch.testing.assert_close(out, expected)
+    gradient = torch.randn_like(out)
+    ours = torch.autograd.grad(out, [folded, conv.weight], gradient)
+    for a, b in zip(ours, torch.autograd.grad(expected, [folded, conv.weight], gradient), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_frame_position_embedding() -> None:

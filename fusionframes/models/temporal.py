@@ -124,10 +124,18 @@ def frame_conv(video: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
 
     The same result; Inductor's layout optimisation gives 2D convolutions channels-last inputs, so cuDNN skips the
     NCDHW <-> NDHWC conversions it runs around each 3D one (on an H100, 40% of a compiled Conv1D block's time at
-    3072 channels and 8x8 latents). video (B, C_in, F, H, W) -> (B, C_out, F, H, W).
+    3072 channels and 8x8 latents). Traced by ``torch.compile``, a (1, 1, 1) kernel runs as a 1x1 Conv2d over the
+    frames in the batch instead: a block's last convolution then gets its output gradient in the 2D UNet's
+    (B·F, C, H, W) layout, which Inductor relayouts in a fused kernel, where cuDNN's backward would copy it
+    element by element at a fraction of the memory bandwidth (4 ms of a paper-size keyframe step on an H100).
+    Eagerly the video layout stays, where it saves the copies that the folded view would cost.
+    video (B, C_in, F, H, W) -> (B, C_out, F, H, W).
     """
     b, c, f, h, w = video.shape
-    out = F.conv2d(video.reshape(b, c, f, h * w), conv.weight.squeeze(-1), conv.bias, padding=(conv.padding[0], 0))
+    weight = conv.weight.squeeze(-1)
+    if weight.shape[2] == 1 and torch.compiler.is_compiling():
+        return unfold(F.conv2d(fold(video), weight, conv.bias), f)
+    out = F.conv2d(video.reshape(b, c, f, h * w), weight, conv.bias, padding=(conv.padding[0], 0))
     return out.unflatten(-1, (h, w))
 
 
@@ -182,10 +190,10 @@ class TemporalConv1dBlock(nn.Module):
         zero_(self.stages[-1].conv)
 
     def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor) -> torch.Tensor:
-        video = out = unfold(x, num_frames)
+        out = unfold(x, num_frames)
         for stage in self.stages:
             out = stage(out, emb)
-        return fold(video + out)
+        return x + fold(out)
 
 
 class TemporalConv3dBlock(nn.Module):
@@ -223,7 +231,7 @@ class TemporalConv3dBlock(nn.Module):
         out = frame_conv(video, self.down)
         for stage in self.stages:
             out = stage(out, emb)
-        return fold(video + frame_conv(out, self.up))
+        return x + fold(frame_conv(out, self.up))
 
 
 def conv1d_block_parameters(channels: int, emb_dim: int, compression: int = 2) -> int:
@@ -261,8 +269,7 @@ class TemporalConvLayer(nn.Module):
         zero_(self.conv)
 
     def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor | None = None) -> torch.Tensor:
-        video = unfold(x, num_frames)
-        return fold(video + frame_conv(video, self.conv))
+        return x + fold(frame_conv(unfold(x, num_frames), self.conv))
 
 
 def frame_attention(channels: int, head_dim: int) -> Attention:
@@ -291,15 +298,19 @@ class TemporalAttentionLayer(nn.Module):
         out = self.attention(rearrange(video, "b c f h w -> (b h w) f c"))
         return rearrange(out, "(b h w) f c -> b c f h w", b=b, h=h)
 
-    def attention_residual(self, video: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """video + attend(norm(video, emb)): (B, C, F, H, W) -> (B, C, F, H, W)."""
-        return video + self.attend(self.attn_norm(video, emb))
+    def attention_residual(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor) -> torch.Tensor:
+        """x + attend(norm(x, emb)) on feature maps x (B·F, C, H, W) -> (B·F, C, H, W).
+
+        The residual is added in x's frames-in-batch layout, so the output is a new tensor laid out like x (not a
+        view of a video-layout one), which the following 2D layers and the gradient coming back from them share.
+        """
+        return x + fold(self.attend(self.attn_norm(unfold(x, num_frames), emb)))
 
     def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor) -> torch.Tensor:
         if x.ndim == 3:
             video = rearrange(x, "(b f) l c -> b c f l 1", f=num_frames)
-            return rearrange(self.attention_residual(video, emb), "b c f l 1 -> (b f) l c")
-        return fold(self.attention_residual(unfold(x, num_frames), emb))
+            return x + rearrange(self.attend(self.attn_norm(video, emb)), "b c f l 1 -> (b f) l c")
+        return self.attention_residual(x, num_frames, emb)
 
 
 class TemporalAttention1dBlock(TemporalAttentionLayer):
@@ -321,9 +332,9 @@ class TemporalAttention1dBlock(TemporalAttentionLayer):
         zero_(self.ffn.fc2)
 
     def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor) -> torch.Tensor:
-        video = self.attention_residual(unfold(x, num_frames), emb)
-        hidden = rearrange(self.ffn_norm(video, emb), "b c f h w -> b f h w c")
-        return fold(video + rearrange(self.ffn(hidden), "b f h w c -> b c f h w"))
+        x = self.attention_residual(x, num_frames, emb)
+        hidden = rearrange(self.ffn_norm(unfold(x, num_frames), emb), "b c f h w -> b f h w c")
+        return x + rearrange(self.ffn(hidden), "b f h w c -> (b f) c h w")
 
 
 class TemporalAttention3dBlock(TemporalAttention1dBlock):
