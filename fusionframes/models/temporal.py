@@ -125,10 +125,10 @@ def frame_conv(video: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
     The same result; Inductor's layout optimisation gives 2D convolutions channels-last inputs, so cuDNN skips the
     NCDHW <-> NDHWC conversions it runs around each 3D one (on an H100, 40% of a compiled Conv1D block's time at
     3072 channels and 8x8 latents). Traced by ``torch.compile``, a (1, 1, 1) kernel runs as a 1x1 Conv2d over the
-    frames in the batch instead: a block's last convolution then gets its output gradient in the 2D UNet's
-    (B·F, C, H, W) layout, which Inductor relayouts in a fused kernel, where cuDNN's backward would copy it
-    element by element at a fraction of the memory bandwidth (4 ms of a paper-size keyframe step on an H100).
-    Eagerly the video layout stays, where it saves the copies that the folded view would cost.
+    frames in the batch instead: a block's last convolution then runs in the 2D UNet's (B·F, C, H, W) layout, the
+    one its output gradient comes back in, where a video-layout view of that gradient was copied element by element
+    inside cuDNN's backward (about 4 ms of a paper-size keyframe step on an H100). Eagerly the video layout stays,
+    where it saves the copies that the folded view would cost.
     video (B, C_in, F, H, W) -> (B, C_out, F, H, W).
     """
     b, c, f, h, w = video.shape
