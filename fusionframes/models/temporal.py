@@ -133,7 +133,7 @@ def frame_conv(video: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
     """
     b, c, f, h, w = video.shape
     weight = conv.weight.squeeze(-1)
-    if weight.shape[2] == 1 and torch.compiler.is_compiling():
+    if conv.kernel_size[0] == 1 and torch.compiler.is_compiling():
         return unfold(F.conv2d(fold(video), weight, conv.bias), f)
     out = F.conv2d(video.reshape(b, c, f, h * w), weight, conv.bias, padding=(conv.padding[0], 0))
     return out.unflatten(-1, (h, w))
