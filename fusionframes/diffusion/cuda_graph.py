@@ -2,15 +2,38 @@
 
 PyTorch's whole-network capture (``torch.cuda.graph``, ``torch.cuda.make_graphed_callables``) removes the
 per-kernel launch cost of the many small kernels a UNet call issues at small batch or resolution; what is written
-here is only the warm-up, static-buffer and replay bookkeeping that the PyTorch CUDA-graphs guide prescribes.
+here is only the warm-up, static-buffer and replay bookkeeping that the PyTorch CUDA-graphs guide prescribes, and the
+garbage-collection guard below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+
+
+@contextmanager
+def no_collection_during_capture() -> Iterator[None]:
+    """Collect garbage, then keep Python's cyclic garbage collector off until the block ends.
+
+    A CUDA graph that dies in a reference cycle (``make_graphed_callables`` leaves its module in one) and is collected
+    while another graph is being captured calls a CUDA API that the capture forbids. That invalidates the capture
+    (``cudaErrorStreamCaptureInvalidated``). PyTorch stopped collecting before a capture in 2.9
+    (pytorch/pytorch#158193; #161037 proposed this guard), so it is written here. Reference counting still frees
+    memory inside the block; only cycles wait until it ends.
+    """
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class GraphedDenoiser:
@@ -42,7 +65,7 @@ class GraphedDenoiser:
         if self.graph is None:
             self.x, self.t = x.clone(), t.clone()
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            with no_collection_during_capture(), torch.cuda.graph(self.graph):
                 self.out = self.denoise(self.x, self.t)
         else:
             self.x.copy_(x)
@@ -93,7 +116,8 @@ class GraphedTrainingCall:
                     parameter.register_hook(torch.clone)
             self.call.training = self.call.module.training  # the flag only: frozen submodules stay in eval mode
             static = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
-            self.graphed = torch.cuda.make_graphed_callables(self.call, static)
+            with no_collection_during_capture():
+                self.graphed = torch.cuda.make_graphed_callables(self.call, static)
             self.signature = signature
         if signature != self.signature:
             self.eager_calls += 1
