@@ -22,7 +22,9 @@ the compilation. ``--cuda-graphs`` captures every measured model's forward and b
 (``GraphedTrainingCall``, what ``model.cuda_graphs=true`` does in training; the optimiser step stays eager) at the
 first warm-up step and replays them; the table then also has the frozen UNet's eager forward + backward.
 All three options are named in the table's first line. Autocast runs without
-its weight-cast cache, as Lightning's does.
+its weight-cast cache, as Lightning's does. ``--kernel-breakdown`` (CUDA) profiles each model's timed steps once
+more with ``torch.profiler`` and adds a table of GPU kernel ms per step by kind (GEMMs, Inductor's kernels, AdamW,
+copies, ...; graphed steps included), which shows where a step's time goes without launch gaps.
 
     uv run python benchmarks/keyframes_step.py --device cpu --dtype fp32 --steps 3
     uv run python benchmarks/keyframes_step.py --backbone kandinsky3 --size paper --device cuda --out k3.md
@@ -31,6 +33,8 @@ its weight-cast cache, as Lightning's does.
         --variants conv1d_attn1d_blocks --conv-compression 4 --compile-temporal
     uv run python benchmarks/keyframes_step.py --backbone kandinsky3 --size paper --device cuda --fused-adam \
         --variants conv1d_attn1d_blocks --compile-temporal --cuda-graphs   # the fastest keyframe step
+    uv run python benchmarks/keyframes_step.py --backbone kandinsky3 --size paper --device cuda --fused-adam \
+        --variants conv1d_attn1d_blocks --compile-temporal --cuda-graphs --kernel-breakdown   # and by kernel kind
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -51,6 +56,7 @@ from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from diffusers.utils import logging as diffusers_logging
 from einops import rearrange, repeat
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
 from fusionframes.diffusion.cuda_graph import GraphedTrainingCall
 from fusionframes.models.keyframe_unet import VARIANTS, KeyframeUNet
@@ -110,6 +116,37 @@ def _timed(step: Callable[[], None], device: torch.device, steps: int, warmup: i
     return ms, peak
 
 
+# Kinds of CUDA kernels, by substrings of their names (the first kind that matches): a heuristic over the names that
+# cuBLAS, cuDNN, FlashAttention, PyTorch's ATen and Inductor (whose generated kernels are all named triton_*) give.
+KERNEL_KINDS = (
+    ("Inductor's fused kernels", ("triton",)),
+    ("cuDNN layout conversions", ("nchwToNhwc", "nhwcToNchw")),
+    ("AdamW", ("Adam",)),
+    ("attention", ("flash", "fmha", "attention", "Attention")),
+    ("GEMMs and convolutions", ("gemm", "xmma", "nvjet", "cutlass", "sm90_", "sm80_", "cudnn", "conv", "splitK")),
+    ("norms", ("group_norm", "GroupNorm", "layer_norm", "LayerNorm", "Moments")),
+    ("copies and fills", ("copy", "Memcpy", "Memset", "fill", "Fill")),
+)
+OTHER_KERNELS = "other (elementwise, reductions)"
+
+
+def kernel_kind(name: str) -> str:
+    return next((kind for kind, keys in KERNEL_KINDS if any(key in name for key in keys)), OTHER_KERNELS)
+
+
+def kernel_ms(step: Callable[[], None], device: torch.device, steps: int) -> dict[str, float]:
+    """GPU kernel ms per call of ``step`` by kind (``KERNEL_KINDS``, then ``OTHER_KERNELS``), summed by
+    ``torch.profiler`` over ``steps`` calls; call it after warm-up. Kernels that CUDA graphs replay are counted too."""
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        synchronize(device)
+    by_kind = dict.fromkeys([kind for kind, _ in KERNEL_KINDS] + [OTHER_KERNELS], 0.0)
+    for event in prof.key_averages():
+        by_kind[kernel_kind(event.key)] += event.self_device_time_total / steps / 1000
+    return by_kind
+
+
 def build(size: Size, device: torch.device, dtype: torch.dtype) -> nn.Module:
     torch.manual_seed(0)
     with torch.device(device):
@@ -131,6 +168,14 @@ class Run:
     mask: torch.Tensor  # (B, L) bool
     timestep: torch.Tensor  # (B,)
     cuda_graphs: bool = False
+    kernels: list[dict[str, float]] | None = None  # each measured model's kernel ms by kind, in measuring order
+
+    def measure(self, step: Callable[[], None]) -> tuple[float, float | None]:
+        """(ms per step, peak GiB) of ``step``; with ``kernels``, its kernel ms by kind is appended there after."""
+        ms, peak = timed(step, self.device, self.steps, self.warmup)
+        if self.kernels is not None:
+            self.kernels.append({} if math.isnan(ms) else kernel_ms(step, self.device, self.steps))  # {}: OOM
+        return ms, peak
 
     def autocast(self) -> AbstractContextManager:
         """Autocast without its weight-cast cache, as Lightning runs it (and as CUDA graphs need)."""
@@ -181,7 +226,7 @@ def measure_frozen(run: Run, weight_grads: bool = False) -> tuple[float, float |
         folded.grad = None
         unet.zero_grad(set_to_none=True)
 
-    return *timed(step, run.device, run.steps, run.warmup), sum(p.numel() for p in unet.parameters())
+    return *run.measure(step), sum(p.numel() for p in unet.parameters())
 
 
 def measure_variant(run: Run, variant: str, checkpointing: bool, fused: bool = False, spatial: bool = False,
@@ -203,7 +248,7 @@ def measure_variant(run: Run, variant: str, checkpointing: bool, fused: bool = F
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return *timed(step, run.device, run.steps, run.warmup), model.parameter_counts()["temporal"]
+    return *run.measure(step), model.parameter_counts()["temporal"]
 
 
 def measure_animatediff(run: Run, checkpointing: bool, fused: bool = False,
@@ -241,20 +286,21 @@ def measure_animatediff(run: Run, checkpointing: bool, fused: bool = False,
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return *timed(step, run.device, run.steps, run.warmup), sum(p.numel() for p in motion)
+    return *run.measure(step), sum(p.numel() for p in motion)
 
 
 def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.dtype, variants: list[str],
               steps: int, warmup: int, frames: int, batch: int, checkpointing: bool, fused: bool = False,
               spatial: bool = False, peer: bool = False, compression: int = 2, compile_temporal: bool = False,
-              cuda_graphs: bool = False) -> str:
+              cuda_graphs: bool = False, kernel_breakdown: bool = False) -> str:
     size = SIZES[backbone, size_name]
     torch.manual_seed(0)
     run = Run(size, device, dtype, steps, warmup,
               sample=torch.randn(batch, frames, 4, size.latent, size.latent, device=device, dtype=dtype),
               context=torch.randn(batch, size.tokens, size.text_dim, device=device, dtype=dtype),
               mask=torch.ones(batch, size.tokens, dtype=torch.bool, device=device),
-              timestep=torch.randint(0, 1000, (batch,), device=device), cuda_graphs=cuda_graphs)
+              timestep=torch.randint(0, 1000, (batch,), device=device), cuda_graphs=cuda_graphs,
+              kernels=[] if kernel_breakdown else None)
     # With graphs, the eager reference too (the issue's, 150-170 ms on an H100), first: before any graph's memory pool.
     eager = [("frozen 2D UNet fwd+bwd (to input), eager", *measure_frozen(replace(run, cuda_graphs=False))[:2], 0)
              ] if cuda_graphs else []
@@ -280,7 +326,22 @@ def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.
               "temporal params |", "|---|---|---|---|---|---|"]
     lines = [f"| {name} | {ms:,.1f} | {ms / base_ms:.2f} | {ms / full_ms:.2f} | "
              f"{'n/a' if peak is None else f'{peak:.1f}'} | {params / 1e6:,.2f}M |" for name, ms, peak, params in rows]
+    if kernel_breakdown:
+        if cuda_graphs:  # the eager reference was measured first; its row comes after the graphed references
+            run.kernels.insert(2, run.kernels.pop(0))
+        lines += kernel_table([name for name, *_ in rows], run.kernels)
     return "\n".join(header + lines)
+
+
+def kernel_table(names: list[str], kernels: list[dict[str, float]]) -> list[str]:
+    """Markdown lines: each model's GPU kernel ms per step by kind and in total ("n/a" for a model out of memory)."""
+    kinds = [kind for kind, _ in KERNEL_KINDS] + [OTHER_KERNELS]
+    lines = ["", "GPU kernel ms per step by kind (kinds by kernel name, KERNEL_KINDS in benchmarks/keyframes_step.py):",
+             "", f"| model | {' | '.join(kinds)} | total |", "|---|" + "---|" * (len(kinds) + 1)]
+    for name, by_kind in zip(names, kernels, strict=True):
+        ms = [by_kind[kind] for kind in kinds] + [sum(by_kind.values())] if by_kind else [math.nan] * (len(kinds) + 1)
+        lines.append(f"| {name} | {' | '.join(f'{v:.1f}' for v in ms)} |")
+    return lines
 
 
 def main() -> None:
@@ -308,6 +369,9 @@ def main() -> None:
                              "model.cuda_graphs=true does in training), the references' and the peer's too")
     parser.add_argument("--peer", action="store_true",
                         help="also the AnimateDiff-style peer on the same 2D UNet (unet2d backbones only)")
+    parser.add_argument("--kernel-breakdown", action="store_true",
+                        help="also profile each model's timed steps again and tabulate their GPU kernel time by kind "
+                             "(CUDA only)")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     args = parser.parse_args()
     if args.peer and args.backbone != "unet2d":
@@ -316,14 +380,15 @@ def main() -> None:
     if (args.compile_temporal or args.cuda_graphs) and args.warmup < 1:
         parser.error(f"--compile-temporal and --cuda-graphs need --warmup >= 1 (the first steps compile and capture), "
                      f"got --warmup {args.warmup}.")
-    if args.cuda_graphs and not args.device.startswith("cuda"):
-        parser.error(f"--cuda-graphs needs a CUDA device, got --device {args.device}.")
+    for flag, used in (("--cuda-graphs", args.cuda_graphs), ("--kernel-breakdown", args.kernel_breakdown)):
+        if used and not args.device.startswith("cuda"):
+            parser.error(f"{flag} needs a CUDA device, got --device {args.device}.")
     diffusers_logging.set_verbosity_error()
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     table = benchmark(args.backbone, args.size, torch.device(args.device), dtype, args.variants, args.steps,
                       args.warmup, args.frames, args.batch, args.checkpointing, args.fused_adam,
                       args.spatial_checkpointing, args.peer, args.conv_compression, args.compile_temporal,
-                      args.cuda_graphs)
+                      args.cuda_graphs, args.kernel_breakdown)
     print(table)
     if args.out is not None:
         args.out.write_text(table + "\n")

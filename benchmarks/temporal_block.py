@@ -25,14 +25,12 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.keyframes_step import synchronize, timed
+from benchmarks.keyframes_step import kernel_ms, timed
 from fusionframes.models.temporal import TemporalConv1dBlock
 
 FRAMES, EMB_DIM = 16, 1536
 PAPER_SHAPES = ["384x64", "768x32", "1536x16", "3072x8", "768x64"]
-LAYOUT_KERNELS = ("nchwToNhwc", "nhwcToNchw")
 
 
 def training_step(block: Callable, x: torch.Tensor, emb: torch.Tensor) -> Callable[[], None]:
@@ -60,14 +58,8 @@ def measure(step: Callable[[], None], device: torch.device, steps: int, warmup: 
     wall = timed(step, device, steps, warmup)[0]
     if device.type != "cuda":
         return wall, float("nan"), float("nan")
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            step()
-        synchronize(device)
-    events = prof.key_averages()
-    total = sum(e.self_device_time_total for e in events)
-    layout = sum(e.self_device_time_total for e in events if any(k in e.key for k in LAYOUT_KERNELS))
-    return wall, total / steps / 1000, layout / steps / 1000
+    by_kind = kernel_ms(step, device, steps)
+    return wall, sum(by_kind.values()), by_kind["cuDNN layout conversions"]
 
 
 def table(shapes: list[str], device: torch.device, steps: int, compression: int, compiled: bool,

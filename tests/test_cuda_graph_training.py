@@ -6,6 +6,9 @@ machines (`uv run pytest tests/test_cuda_graph_training.py` there; docs/benchmar
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 
@@ -68,6 +71,46 @@ def test_graphed_steps_match_eager_ones_and_accumulate(backbone, dtype, monkeypa
     with torch.autocast("cuda", dtype, enabled=dtype != torch.float32, cache_enabled=False):
         torch.testing.assert_close(graphed(*smaller.values()), model(*smaller.values()), **tolerance)
     assert graphed.eager_calls == 1
+
+
+@requires_cuda
+def test_graphed_steps_without_accumulation_copy_no_gradients(monkeypatch):
+    """With ``.grad`` set to None between steps (Lightning's default), each replayed step's gradients reach ``.grad``
+    in the backward graph's own buffers, the same memory every step, and they are the eager step's gradients."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    model = perturb(KeyframeUNet(BACKBONES["unet2d"](), "conv1d_attn1d_blocks")).cuda().train()
+    x = {k: v.cuda() for k, v in batch().items()}
+    eager_out, eager_grads = _grads(model, model, [x], torch.float32)
+    graphed = GraphedTrainingCall(model)
+    addresses = []
+    for _ in range(3):  # capture, then two replays
+        out = graphed(*x.values())
+        out.float().square().mean().backward()
+        grads = {name: p.grad for name, p in model.temporal.named_parameters()}
+        index = {id(p): i for i, p in enumerate(graphed.trainable)}
+        written = {name: graphed.gradient_addresses[index[id(p)]] for name, p in model.temporal.named_parameters()}
+        assert written == {name: g.data_ptr() for name, g in grads.items()}  # .grad is where the graph wrote
+        addresses.append(written)
+        model.zero_grad(set_to_none=True)
+    assert addresses[1] == addresses[2]  # the backward graph's buffers
+    torch.testing.assert_close(out.detach().float(), eager_out[0], rtol=1e-4, atol=1e-5)
+    for name, g in grads.items():
+        torch.testing.assert_close(g, eager_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@requires_cuda
+def test_a_graphed_model_is_freed_once_unreferenced():
+    """The gradient hooks close no reference cycle that Python's collector cannot see: after a capture and a
+    replay, dropping the model and its graphed call frees both."""
+    model = perturb(KeyframeUNet(BACKBONES["unet2d"](), "conv1d_attn1d_blocks")).cuda().train()
+    graphed = GraphedTrainingCall(model)
+    x = {k: v.cuda() for k, v in batch().items()}
+    for _ in range(2):
+        graphed(*x.values()).square().mean().backward()
+    freed = weakref.ref(model), weakref.ref(graphed)
+    del model, graphed
+    gc.collect()
+    assert [ref() for ref in freed] == [None, None]
 
 
 @requires_cuda

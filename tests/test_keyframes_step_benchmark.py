@@ -89,6 +89,54 @@ def test_cuda_graphs_wrap_every_model_and_add_the_eager_reference(monkeypatch):
     assert [type(m).__name__ for m in wrapped] == ["Sample", "Sample", "KeyframeUNet", "Sample"]
 
 
+def test_kernel_kinds_follow_the_names_the_gpu_libraries_give():
+    kinds = {
+        "triton_per_fused_convolution_native_group_norm_silu_3": "Inductor's fused kernels",
+        "void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16, float>(...)": "cuDNN layout conversions",
+        "void at::native::multi_tensor_apply_kernel<at::native::FusedAdamMathFunctor<float, 4>>(...)": "AdamW",
+        "void pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<Flash_bwd_kernel_traits>(...)": "attention",
+        "sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64": "GEMMs and convolutions",
+        "nvjet_hsh_256x128_64x4_2x1_v_bz_coopA_TNT": "GEMMs and convolutions",
+        "void at::native::RowwiseMomentsCUDAKernel<float, float>(long, float, float const*, float*, float*)": "norms",
+        "void at::native::elementwise_kernel<128, 4, direct_copy_kernel_cuda(...)>(...)": "copies and fills",
+        "void at::native::vectorized_elementwise_kernel<4, FillFunctor<float>>(...)": "copies and fills",
+        "Memset (Device)": "copies and fills",
+        "void at::native::vectorized_elementwise_kernel<4, at::native::silu_kernel(...)>(...)":
+            keyframes_step.OTHER_KERNELS,
+    }
+    assert {name: keyframes_step.kernel_kind(name) for name in kinds} == kinds
+
+
+def test_kernel_breakdown_gives_each_row_its_own_profile(monkeypatch):
+    """--kernel-breakdown: one profile per measured model, in the table's row order; with --cuda-graphs the eager
+    reference, measured first, still gets its own (a fake profile numbers the calls here, as CPUs have none)."""
+    monkeypatch.setitem(keyframes_step.SIZES, ("unet2d", "tiny"), TINY)
+    monkeypatch.setattr(keyframes_step, "GraphedTrainingCall", lambda module: module)
+    calls = []
+
+    def profile(step, device, steps):  # AdamW: the call's index; the other kinds sum to 0.5
+        calls.append(step)
+        kinds = [kind for kind, _ in keyframes_step.KERNEL_KINDS] + [keyframes_step.OTHER_KERNELS]
+        return dict.fromkeys(kinds, 0.0) | {"AdamW": len(calls) - 1.0, "attention": 0.5}
+
+    monkeypatch.setattr(keyframes_step, "kernel_ms", profile)
+    table = keyframes_step.benchmark("unet2d", "tiny", torch.device("cpu"), torch.float32, ["conv1d_attn1d_blocks"],
+                                     steps=1, warmup=1, frames=3, batch=1, checkpointing=False, peer=True,
+                                     cuda_graphs=True, kernel_breakdown=True)
+    lines = table.splitlines()
+    kernels = lines[lines.index("| model | Inductor's fused kernels | cuDNN layout conversions | AdamW | attention | "
+                                "GEMMs and convolutions | norms | copies and fills | other (elementwise, reductions) | "
+                                "total |") + 2:]
+    rows = {cells[0].strip("| "): cells for cells in (line.split(" | ") for line in kernels)}
+    measured = ["frozen 2D UNet fwd+bwd (to input), eager", "frozen 2D UNet fwd+bwd (to input)",
+                "2D UNet fwd+bwd with weight gradients", "conv1d_attn1d_blocks",
+                "AnimateDiff peer (UNetMotionModel + MotionAdapter)"]
+    assert list(rows) == [measured[i] for i in (1, 2, 0, 3, 4)]  # the order of the time table above
+    for index, name in enumerate(measured):
+        assert float(rows[name][3]) == index and float(rows[name][-1].strip(" |")) == index + 0.5, name
+    assert len(calls) == 5
+
+
 def test_flop_table_counts_the_temporal_work_on_the_meta_device():
     from benchmarks.keyframes_flops import table
 

@@ -11,29 +11,29 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 
 @contextmanager
-def no_collection_during_capture() -> Iterator[None]:
-    """Collect garbage, then keep Python's cyclic garbage collector off until the block ends.
+def gc_frozen() -> Iterator[None]:
+    """Exempt every object that exists when the block starts from garbage collection until it ends (``gc.freeze``).
 
-    A CUDA graph that dies in a reference cycle (``make_graphed_callables`` leaves its module in one) and is collected
-    while another graph is being captured calls a CUDA API that the capture forbids. That invalidates the capture
-    (``cudaErrorStreamCaptureInvalidated``). PyTorch stopped collecting before a capture in 2.9
-    (pytorch/pytorch#158193; #161037 proposed this guard), so it is written here. Reference counting still frees
-    memory inside the block; only cycles wait until it ends.
+    A CUDA graph that died in a reference cycle (``make_graphed_callables`` leaves its module in one) and is freed by
+    a collection while another graph is being captured calls a CUDA API that the capture forbids, which invalidates
+    it (``cudaErrorStreamCaptureInvalidated``). PyTorch stopped collecting before captures in 2.9
+    (pytorch/pytorch#158193; #161037 proposed turning the collector off instead). Freezing keeps collecting the
+    garbage made inside the block, such as the activations of ``make_graphed_callables``' warm-up iterations, and
+    costs nothing, where a collection first would take about a quarter of a second per capture once a UNet's
+    libraries are loaded. ``gc.unfreeze`` at the end also returns objects that others froze before the block.
     """
-    gc.collect()
-    enabled = gc.isenabled()
-    gc.disable()
+    gc.freeze()
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        gc.unfreeze()
 
 
 class GraphedDenoiser:
@@ -65,7 +65,7 @@ class GraphedDenoiser:
         if self.graph is None:
             self.x, self.t = x.clone(), t.clone()
             self.graph = torch.cuda.CUDAGraph()
-            with no_collection_during_capture(), torch.cuda.graph(self.graph):
+            with gc_frozen(), torch.cuda.graph(self.graph):
                 self.out = self.denoise(self.x, self.t)
         else:
             self.x.copy_(x)
@@ -95,8 +95,9 @@ class GraphedTrainingCall:
     ``torch.compile`` of submodules, then one graph for the forward and one for the backward); written here are
     only the lazy capture at the first training batch and the shape check. Replaying removes the launch cost of
     the many small kernels of models whose frozen part is large and whose trainable part is many small modules.
-    The graphs write the gradients into static buffers; a hook on every trainable parameter clones them before
-    they reach ``.grad``, so gradients accumulated over several micro-batches do not alias those buffers.
+    The backward graph writes the gradients into static buffers, which reach ``.grad`` as they are (no copy). The
+    next replay overwrites them, so a call that finds a ``.grad`` still holding its buffer (gradients accumulating
+    over micro-batches) first replaces it by a copy: one copy per accumulation window, none without accumulation.
     Requirements (PyTorch's): the forward and backward do not synchronise with the host, the module's
     parameters stay the same tensors, and autocast runs with ``cache_enabled=False`` (as Lightning's does).
     args: tensors; returns ``module(*args)`` (a tensor of its own, not the graph's output buffer).
@@ -107,19 +108,32 @@ class GraphedTrainingCall:
         self.graphed: nn.Module | None = None
         self.signature: tuple | None = None
         self.eager_calls = 0
+        self.trainable: list[nn.Parameter] = []
+        self.gradient_addresses: dict[int, int] = {}  # index in trainable -> where its last gradient was written
 
     def __call__(self, *args: Tensor) -> Tensor:
         signature = (self.call.module.training, *((a.shape, a.dtype, a.device) for a in args))
         if self.graphed is None:
-            for parameter in self.call.parameters():
-                if parameter.requires_grad:
-                    parameter.register_hook(torch.clone)
+            self.trainable = [parameter for parameter in self.call.parameters() if parameter.requires_grad]
+            for index, parameter in enumerate(self.trainable):
+                parameter.register_hook(partial(note_address, self.gradient_addresses, index))
             self.call.training = self.call.module.training  # the flag only: frozen submodules stay in eval mode
             static = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
-            with no_collection_during_capture():
+            with gc_frozen():
                 self.graphed = torch.cuda.make_graphed_callables(self.call, static)
             self.signature = signature
         if signature != self.signature:
             self.eager_calls += 1
             return self.call.module(*args)
+        for index, parameter in enumerate(self.trainable):
+            if parameter.grad is not None and parameter.grad.data_ptr() == self.gradient_addresses.get(index):
+                parameter.grad = parameter.grad.clone()  # a gradient buffer this replay would overwrite
         return self.graphed(*args).clone()  # the graph's output buffer is overwritten by the next replay
+
+
+def note_address(addresses: dict[int, int], key: int, gradient: Tensor) -> Tensor:
+    """Tensor hook: notes where ``gradient`` was written, under ``key``, and passes it on. It holds no module or
+    parameter: autograd keeps hooks where Python's collector cannot see them, so one that referred back to its
+    parameter would close a cycle that is never freed (and with it the model and its graphs' memory)."""
+    addresses[key] = gradient.data_ptr()
+    return gradient
