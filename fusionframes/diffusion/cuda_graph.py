@@ -133,7 +133,8 @@ class GraphedTrainingCall:
 
 def note_address(addresses: dict[int, int], key: int, gradient: Tensor) -> Tensor:
     """Tensor hook: notes where ``gradient`` was written, under ``key``, and passes it on. It holds no module or
-    parameter: autograd keeps hooks where Python's collector cannot see them, so one that referred back to its
-    parameter would close a cycle that is never freed (and with it the model and its graphs' memory)."""
+    parameter: with hooks that referred back to their parameters, a graphed model was not freed once unreferenced
+    (PyTorch 2.11 on an H100: the benchmark's third capture ran out of memory), as autograd keeps a leaf's hooks
+    out of the garbage collector's sight there."""
     addresses[key] = gradient.data_ptr()
     return gradient
