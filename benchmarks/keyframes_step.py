@@ -334,7 +334,7 @@ def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.
 
 
 def kernel_table(names: list[str], kernels: list[dict[str, float]]) -> list[str]:
-    """Markdown lines: each model's GPU kernel ms per step by kind and in total ("n/a" for a model out of memory)."""
+    """Markdown lines: each model's GPU kernel ms per step by kind and in total (nan for a model out of memory)."""
     kinds = [kind for kind, _ in KERNEL_KINDS] + [OTHER_KERNELS]
     lines = ["", "GPU kernel ms per step by kind (kinds by kernel name, KERNEL_KINDS in benchmarks/keyframes_step.py):",
              "", f"| model | {' | '.join(kinds)} | total |", "|---|" + "---|" * (len(kinds) + 1)]

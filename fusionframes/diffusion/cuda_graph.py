@@ -25,9 +25,10 @@ def gc_frozen() -> Iterator[None]:
     a collection while another graph is being captured calls a CUDA API that the capture forbids, which invalidates
     it (``cudaErrorStreamCaptureInvalidated``). PyTorch stopped collecting before captures in 2.9
     (pytorch/pytorch#158193; #161037 proposed turning the collector off instead). Freezing keeps collecting the
-    garbage made inside the block, such as the activations of ``make_graphed_callables``' warm-up iterations, and
-    costs nothing, where a collection first would take about a quarter of a second per capture once a UNet's
-    libraries are loaded. ``gc.unfreeze`` at the end also returns objects that others froze before the block.
+    garbage made inside the block, such as the activations of ``make_graphed_callables``' warm-up iterations. It
+    costs next to nothing (two list splices), where a collection first would take about a quarter of a second per
+    capture once a UNet's libraries are loaded. ``gc.unfreeze`` at the end also returns objects that others froze
+    before the block.
     """
     gc.freeze()
     try:
