@@ -128,6 +128,7 @@ KERNEL_KINDS = (
     ("copies and fills", ("copy", "Memcpy", "Memset", "fill", "Fill")),
 )
 OTHER_KERNELS = "other (elementwise, reductions)"
+KINDS = [kind for kind, _ in KERNEL_KINDS] + [OTHER_KERNELS]  # the columns of the kernel table
 
 
 def kernel_kind(name: str) -> str:
@@ -141,7 +142,7 @@ def kernel_ms(step: Callable[[], None], device: torch.device, steps: int) -> dic
         for _ in range(steps):
             step()
         synchronize(device)
-    by_kind = dict.fromkeys([kind for kind, _ in KERNEL_KINDS] + [OTHER_KERNELS], 0.0)
+    by_kind = dict.fromkeys(KINDS, 0.0)
     for event in prof.key_averages():
         by_kind[kernel_kind(event.key)] += event.self_device_time_total / steps / 1000
     return by_kind
@@ -335,11 +336,10 @@ def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.
 
 def kernel_table(names: list[str], kernels: list[dict[str, float]]) -> list[str]:
     """Markdown lines: each model's GPU kernel ms per step by kind and in total (nan for a model out of memory)."""
-    kinds = [kind for kind, _ in KERNEL_KINDS] + [OTHER_KERNELS]
     lines = ["", "GPU kernel ms per step by kind (kinds by kernel name, KERNEL_KINDS in benchmarks/keyframes_step.py):",
-             "", f"| model | {' | '.join(kinds)} | total |", "|---|" + "---|" * (len(kinds) + 1)]
+             "", f"| model | {' | '.join(KINDS)} | total |", "|---|" + "---|" * (len(KINDS) + 1)]
     for name, by_kind in zip(names, kernels, strict=True):
-        ms = [by_kind[kind] for kind in kinds] + [sum(by_kind.values())] if by_kind else [math.nan] * (len(kinds) + 1)
+        ms = [by_kind[kind] for kind in KINDS] + [sum(by_kind.values())] if by_kind else [math.nan] * (len(KINDS) + 1)
         lines.append(f"| {name} | {' | '.join(f'{v:.1f}' for v in ms)} |")
     return lines
 

@@ -116,8 +116,7 @@ def test_kernel_breakdown_gives_each_row_its_own_profile(monkeypatch):
 
     def profile(step, device, steps):  # AdamW: the call's index; the other kinds sum to 0.5
         calls.append(step)
-        kinds = [kind for kind, _ in keyframes_step.KERNEL_KINDS] + [keyframes_step.OTHER_KERNELS]
-        return dict.fromkeys(kinds, 0.0) | {"AdamW": len(calls) - 1.0, "attention": 0.5}
+        return dict.fromkeys(keyframes_step.KINDS, 0.0) | {"AdamW": len(calls) - 1.0, "attention": 0.5}
 
     monkeypatch.setattr(keyframes_step, "kernel_ms", profile)
     table = keyframes_step.benchmark("unet2d", "tiny", torch.device("cpu"), torch.float32, ["conv1d_attn1d_blocks"],
