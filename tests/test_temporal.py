@@ -19,11 +19,13 @@ from fusionframes.models.temporal import (
     TemporalConv3dBlock,
     TemporalConvLayer,
     TemporalTextAttention,
+    VideoGroupNorm,
     conv1d_block_parameters,
     conv3d_block_parameters,
     frame_conv,
     frame_positions,
     matched_hidden_channels,
+    pointwise_matmul_pays,
     spatial_positions,
     unfold,
 )
@@ -197,43 +199,59 @@ def test_conditional_norm_runs_in_the_activation_dtype_under_autocast() -> None:
     assert (out.float() - reference).abs().max() < 0.02 * reference.abs().max()
 
 
+@pytest.mark.parametrize("silu", [False, True], ids=["norm", "norm_silu"])
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_conditional_norm_is_a_video_group_norm_with_per_frame_scale_and_shift(compiled: bool) -> None:
-    """Both paths (eager: PyTorch's GroupNorm; compiled: the sum-based statistics of ``video_norm_affine``) equal
-    ``F.group_norm`` over the whole video, in value and gradient, also for the frames-in-batch view a temporal block
+def test_conditional_norm_is_a_video_group_norm_with_per_frame_scale_and_shift(compiled: bool, silu: bool) -> None:
+    """Both paths (eager: PyTorch's GroupNorm; compiled: ``VideoGroupNorm``, sum-based statistics and a written-out
+    backward) equal ``F.group_norm`` over the whole video (then SiLU with ``silu``), in value and in the gradients
+    of the input, the scale/shift MLP and its embedding input, also for the frames-in-batch view a temporal block
     normalises first."""
     torch.manual_seed(0)
     norm = FrameConditionalGroupNorm(GROUPS, C, D).double()
     nn.init.normal_(norm.context_mlp[-1].weight)
     call = torch.compile(norm, backend="aot_eager", fullgraph=True) if compiled else norm
     folded = (3 * torch.randn(B * F, C, 5, 6, dtype=torch.float64) + 1).requires_grad_(True)
-    emb = torch.randn(B * F, D, dtype=torch.float64)
+    emb = torch.randn(B * F, D, dtype=torch.float64, requires_grad=True)
     video = unfold(folded, F)  # (B, C, F, H, W) view of frames in the batch
     scale, shift = rearrange(norm.context_mlp(emb), "(b f) c -> b c f 1 1", f=F).chunk(2, dim=1)
     reference = nn.functional.group_norm(video, GROUPS, eps=norm.norm.eps) * (scale + 1) + shift
-    out = call(video, emb)
+    reference = nn.functional.silu(reference) if silu else reference
+    out = call(video, emb, silu=silu)
     torch.testing.assert_close(out, reference)
     gradient = torch.randn_like(out)
-    ours = torch.autograd.grad(out, [folded, norm.context_mlp[-1].weight], gradient)
-    expected = torch.autograd.grad(reference, [folded, norm.context_mlp[-1].weight], gradient)
+    inputs = [folded, emb, norm.context_mlp[-1].weight, norm.context_mlp[-1].bias]
+    ours = torch.autograd.grad(out, inputs, gradient)
+    expected = torch.autograd.grad(reference, inputs, gradient)
     for a, b in zip(ours, expected, strict=True):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("silu", [False, True], ids=["norm", "norm_silu"])
+def test_video_group_norm_backward_is_the_derivative(silu: bool) -> None:
+    """``VideoGroupNorm``'s written-out backward passes ``gradcheck`` (float64) for the video, scale and shift."""
+    torch.manual_seed(0)
+    video = (3 * torch.randn(B, C, F, 3, 2, dtype=torch.float64) + 1).requires_grad_(True)
+    scale, shift = (torch.randn(B, C, F, 1, 1, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    assert torch.autograd.gradcheck(lambda *a: VideoGroupNorm.apply(*a, GROUPS, 1e-5, silu), (video, scale, shift))
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 @pytest.mark.parametrize("kernel", [1, 3])
-def test_frame_conv_is_the_conv3d(kernel: int, compiled: bool) -> None:
-    """Both paths (a Conv2d over (F, H·W); compiled with a 1-frame kernel: a 1x1 Conv2d over the frames in the batch)
-    equal the Conv3d, in value and gradient."""
+@pytest.mark.parametrize("size", [(5, 6), (2, 2)], ids=["5x6", "2x2"])
+def test_frame_conv_is_the_conv3d(kernel: int, compiled: bool, size: tuple[int, int]) -> None:
+    """Every path (a Conv2d over (F, H·W); compiled with a 1-frame kernel over the frames in the batch: a batched
+    matmul at 5x6, where ``pointwise_matmul_pays``, a 1x1 Conv2d at 2x2) equals the Conv3d, in value and gradient."""
     torch.manual_seed(0)
+    assert pointwise_matmul_pays(C, 2 * C, size[0] * size[1]) == (size == (5, 6))
     conv = nn.Conv3d(C, 2 * C, (kernel, 1, 1), padding=(kernel // 2, 0, 0)).double()
-    folded = torch.randn(B * F, C, 5, 6, dtype=torch.float64, requires_grad=True)
+    folded = torch.randn(B * F, C, *size, dtype=torch.float64, requires_grad=True)
     call = torch.compile(frame_conv, backend="aot_eager", fullgraph=True) if compiled else frame_conv
     out, expected = call(unfold(folded, F), conv), conv(unfold(folded, F))
     torch.testing.assert_close(out, expected)
     gradient = torch.randn_like(out)
-    ours = torch.autograd.grad(out, [folded, conv.weight], gradient)
-    for a, b in zip(ours, torch.autograd.grad(expected, [folded, conv.weight], gradient), strict=True):
+    inputs = [folded, conv.weight, conv.bias]
+    for a, b in zip(torch.autograd.grad(out, inputs, gradient), torch.autograd.grad(expected, inputs, gradient),
+                    strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -274,13 +292,14 @@ def test_text_attention_positions_let_the_text_act_by_place(positions: bool) -> 
 
 
 def test_inductor_compiled_conv1d_block_matches_eager() -> None:
-    """KeyframeUNet.compile_temporal's fused kernels (inductor, here its CPU backend) compute the same block."""
+    """KeyframeUNet.compile_temporal's fused kernels (inductor, here its CPU backend, with its forced channels-last
+    convolutions) compute the same block."""
     block = perturb(TemporalConv1dBlock(C, D, GROUPS, compression=4))
     x, emb = inputs()
     x.requires_grad_(True)
     expected = block(x, F, emb)
     (grad_x,) = torch.autograd.grad(expected.square().sum(), x)
-    block.compile(dynamic=False)
+    block.compile(dynamic=False, options={"force_layout_optimization": True})
     try:
         out = block(x, F, emb)
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

@@ -81,42 +81,88 @@ class FrameConditionalGroupNorm(Kandinsky3ConditionalGroupNorm):
     halves the memory traffic of this memory-bound op.
 
     Eagerly it runs PyTorch's fused GroupNorm kernel and one multiply-add, the fewest kernel launches (eager
-    sampling at 512x512 is bound by launches, not by the GPU). Traced by ``torch.compile`` it takes the statistics
-    with ``video_norm_affine`` instead, which Inductor schedules over many more thread blocks. (CUDA-graph captures
-    of eager modules keep the GroupNorm kernel, so that their replays compute what the eager calls do.)
+    sampling at 512x512 is bound by launches, not by the GPU). Traced by ``torch.compile`` it runs
+    ``VideoGroupNorm`` instead, whose statistics Inductor schedules over many more thread blocks and whose backward
+    takes two passes over the video. (CUDA-graph captures of eager modules keep the GroupNorm kernel, so that their
+    replays compute what the eager calls do.)
     """
 
-    def forward(self, video: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """video (B, C, F, H, W), emb (B·F, D_emb) -> (B, C, F, H, W) in video's dtype."""
+    def forward(self, video: torch.Tensor, emb: torch.Tensor, silu: bool = False) -> torch.Tensor:
+        """video (B, C, F, H, W), emb (B·F, D_emb) -> (B, C, F, H, W) in video's dtype; ``silu``: then SiLU."""
         context = rearrange(self.context_mlp(emb), "(b f) c -> b c f 1 1", f=video.shape[2])
         with torch.autocast(video.device.type, enabled=False):
-            if not torch.compiler.is_compiling():
-                scale, shift = context.to(video.dtype).chunk(2, dim=1)
-                return torch.addcmul(shift, self.norm(video), scale + 1.0)
-            statistics = torch.promote_types(video.dtype, torch.float32)
-            gain, bias = video_norm_affine(video, self.norm.num_groups, self.norm.eps,
-                                           *context.to(statistics).chunk(2, dim=1))
-            return torch.addcmul(bias.to(video.dtype), video, gain.to(video.dtype))
+            if torch.compiler.is_compiling():
+                statistics = torch.promote_types(video.dtype, torch.float32)
+                scale, shift = context.to(statistics).chunk(2, dim=1)
+                return VideoGroupNorm.apply(video, scale, shift, self.norm.num_groups, self.norm.eps, silu)
+            scale, shift = context.to(video.dtype).chunk(2, dim=1)
+            out = torch.addcmul(shift, self.norm(video), scale + 1.0)
+            return F.silu(out) if silu else out
 
 
-def video_norm_affine(video: torch.Tensor, groups: int, eps: float, scale: torch.Tensor,
-                      shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-frame gain and bias with ``video * gain + bias == group_norm(video) * (scale + 1) + shift``.
+def video_norm_statistics(video: torch.Tensor, groups: int, eps: float,
+                          dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and 1/std of each channel group of each video, as sums in ``dtype`` (float32 for bf16 video).
 
     Written by hand for compiled graphs: ``nn.GroupNorm`` over a video reduces one row per group (32 per video),
-    which PyTorch's kernel and Inductor's decomposition alike spread over too few thread blocks. Here the statistics
-    are sums in the dtype of ``scale`` (float32 for bf16 video; ``sum`` and ``linalg.vector_norm`` copy nothing) over
-    each frame's group, B·G·F rows, combined over the frames.
-    video (B, C, F, H, W); scale, shift (B, C, F, 1, 1) -> gain, bias (B, C, F, 1, 1) in scale's dtype.
+    which PyTorch's kernel and Inductor's decomposition alike spread over too few thread blocks. Here the sums run
+    over each frame's group, B·G·F rows, and are combined over the frames.
+    video (B, C, F, H, W) -> mean, rstd (B, C, 1, 1, 1), repeated over the channels of a group.
     """
     c = video.shape[1]
     grouped = video.unflatten(1, (groups, c // groups))  # (B, G, C/G, F, H, W), a view
     count = grouped[0, 0].numel()
-    mean = grouped.sum(dim=(2, 4, 5), dtype=scale.dtype).sum(-1) / count  # (B, G)
-    square = torch.linalg.vector_norm(grouped, dim=(2, 4, 5), dtype=scale.dtype).square().sum(-1) / count
+    mean = grouped.sum(dim=(2, 4, 5), dtype=dtype).sum(-1) / count  # (B, G)
+    square = grouped.to(dtype).square().sum(dim=(2, 4, 5)).sum(-1) / count
     rstd = torch.rsqrt((square - mean.square()).clamp_min(0) + eps)
-    gain = repeat(rstd, "b g -> b (g c) 1 1 1", c=c // groups) * (scale + 1.0)
-    return gain, shift - repeat(mean, "b g -> b (g c) 1 1 1", c=c // groups) * gain
+    return tuple(repeat(t, "b g -> b (g c) 1 1 1", c=c // groups) for t in (mean, rstd))
+
+
+class VideoGroupNorm(torch.autograd.Function):
+    """``group_norm(video) * (scale + 1) + shift`` over whole videos, optionally followed by SiLU, for compiled graphs.
+
+    The backward is written out (no library has it for per-frame scales) so that Inductor makes two passes over
+    the video: one reduction of (grad, video) to per-frame, per-channel sums, from which the scale, shift and group
+    terms follow, and one pointwise pass for the input gradient, recomputing the normalised value and SiLU's
+    derivative. Autograd of the forward's sums instead stored a float32 recomputation of the video and took
+    about five full-size passes (a profile of a compiled Conv1D block on an H100).
+    video (B, C, F, H, W); scale, shift (B, C, F, 1, 1), float32 or float64 -> (B, C, F, H, W) in video's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, video: torch.Tensor, scale: torch.Tensor,
+                shift: torch.Tensor, groups: int, eps: float, silu: bool) -> torch.Tensor:
+        mean, rstd = video_norm_statistics(video, groups, eps, scale.dtype)
+        gain = rstd * (scale + 1.0)
+        bias = shift - mean * gain
+        ctx.save_for_backward(video, scale, mean, rstd, gain, bias)
+        ctx.groups, ctx.silu = groups, silu
+        out = torch.addcmul(bias.to(video.dtype), video, gain.to(video.dtype))
+        return F.silu(out) if silu else out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        video, scale, mean, rstd, gain, bias = ctx.saved_tensors
+        x, grad_out = video.to(gain.dtype), grad.to(gain.dtype)
+        if ctx.silu:
+            z = x * gain + bias
+            sigmoid = torch.sigmoid(z)
+            grad_out = grad_out * sigmoid * (1 + z * (1 - sigmoid))
+        grad_shift = grad_out.sum(dim=(3, 4), keepdim=True)  # (B, C, F, 1, 1)
+        grad_scale = rstd * ((grad_out * x).sum(dim=(3, 4), keepdim=True) - mean * grad_shift)  # sum of grad·x̂
+        c, per_group = video.shape[1], video.shape[1] // ctx.groups
+        count = per_group * video[0, 0].numel()
+
+        def group_mean(t: torch.Tensor) -> torch.Tensor:
+            """(B, C, F, 1, 1) -> the mean over each group's channels and frames, (B, C, 1, 1, 1)."""
+            means = t.unflatten(1, (ctx.groups, per_group)).sum(dim=(2, 3), keepdim=True) / count
+            return means.expand(-1, -1, per_group, -1, -1, -1).reshape(-1, c, 1, 1, 1)
+
+        # x̂ = (x - mean)·rstd; grad_x = rstd·(grad_x̂ - mean(grad_x̂) - x̂·mean(grad_x̂·x̂)), grad_x̂ = grad·(scale + 1)
+        mean_grad = group_mean((scale + 1.0) * grad_shift)
+        coefficient = rstd * rstd * group_mean((scale + 1.0) * grad_scale)
+        grad_video = grad_out * gain - x * coefficient + (mean * coefficient - rstd * mean_grad)
+        return grad_video.to(video.dtype), grad_scale, grad_shift, None, None, None
 
 
 def frame_conv(video: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
@@ -124,19 +170,45 @@ def frame_conv(video: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
 
     The same result; Inductor's layout optimisation gives 2D convolutions channels-last inputs, so cuDNN skips the
     NCDHW <-> NDHWC conversions it runs around each 3D one (on an H100, 40% of a compiled Conv1D block's time at
-    3072 channels and 8x8 latents). Traced by ``torch.compile``, a (1, 1, 1) kernel runs as a 1x1 Conv2d over the
-    frames in the batch instead: a block's last convolution then runs in the 2D UNet's (B·F, C, H, W) layout, the
-    one its output gradient comes back in, where a video-layout view of that gradient was copied element by element
-    inside cuDNN's backward (about 4 ms of a paper-size keyframe step on an H100). Eagerly the video layout stays,
-    where it saves the copies that the folded view would cost.
+    3072 channels and 8x8 latents). Traced by ``torch.compile``, a (1, 1, 1) kernel runs over the frames in the batch
+    instead, in the 2D UNet's (B·F, C, H, W) layout, the one its output gradient comes back in: as a batched matmul
+    in that NCHW layout where ``pointwise_matmul_pays``, else as a 1x1 Conv2d. (A channels-last convolution there
+    makes cuDNN's backward copy its NCHW output gradient element by element, about 4 ms of a paper-size keyframe
+    step on an H100, and Inductor transpose the block's input.) Eagerly the video layout stays, where it saves the
+    copies that the folded view would cost.
     video (B, C_in, F, H, W) -> (B, C_out, F, H, W).
     """
     b, c, f, h, w = video.shape
     weight = conv.weight.squeeze(-1)
     if conv.kernel_size[0] == 1 and torch.compiler.is_compiling():
+        if pointwise_matmul_pays(c, conv.out_channels, h * w):
+            return unfold(pointwise_matmul(fold(video), weight.flatten(1), conv.bias), f)
         return unfold(F.conv2d(fold(video), weight, conv.bias), f)
     out = F.conv2d(video.reshape(b, c, f, h * w), weight, conv.bias, padding=(conv.padding[0], 0))
     return out.unflatten(-1, (h, w))
+
+
+def pointwise_matmul_pays(in_channels: int, out_channels: int, positions: int) -> bool:
+    """Whether a 1x1 convolution over ``positions`` = H·W pixels per frame runs as ``pointwise_matmul``.
+
+    Its weight gradient is then one (C_out, C_in) product per frame, summed: worth it while those products are at
+    most half the size of the activations they come from, i.e. at the high-resolution levels of a UNet.
+    """
+    return in_channels * out_channels <= positions * (in_channels + out_channels) // 2
+
+
+def pointwise_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """1x1 convolution of NCHW feature maps as a batched matmul in that layout, with no transposes.
+
+    x (N, C_in, H, W), weight (C_out, C_in), bias (C_out,) or None -> (N, C_out, H, W). One weight serves every
+    batch item (an expanded view, no copy); under autocast both operands are cast first, in autocast's dtype, so
+    the expanded weight is not cast item by item.
+    """
+    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    out = torch.bmm(weight.to(dtype).expand(x.shape[0], -1, -1), x.to(dtype).flatten(2))
+    if bias is not None:
+        out = out + bias.to(dtype)[:, None]
+    return out.unflatten(-1, x.shape[-2:])
 
 
 class NormActConv3d(nn.Module):
@@ -150,7 +222,7 @@ class NormActConv3d(nn.Module):
 
     def forward(self, video: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """video (B, C_in, F, H, W), emb (B·F, D_emb) -> (B, C_out, F, H, W)."""
-        hidden = F.silu(self.norm(video, emb))
+        hidden = self.norm(video, emb, silu=True)
         return frame_conv(hidden, self.conv) if self.conv.kernel_size[1:] == (1, 1) else self.conv(hidden)
 
 
