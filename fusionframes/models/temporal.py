@@ -78,9 +78,7 @@ class FrameConditionalGroupNorm(Kandinsky3ConditionalGroupNorm):
     MLP, so scale 1 and shift 0 at init) for its parameters and ``num_groups``/``eps``; only ``forward`` is
     written here, because the diffusers one conditions per batch item and we condition per frame. The output is in
     the dtype of ``video`` even under autocast, which would run the norm in float32: with bf16 activations that
-    halves the memory traffic of this memory-bound op. The scale/shift MLP instead runs in its weights' dtype, also
-    under autocast: with B·F rows its matmuls are bound by reading the weights, and reading float32 weights once
-    moves less memory than casting them to bf16 and reading the copy (in forward, and again for the gradient).
+    halves the memory traffic of this memory-bound op.
 
     Eagerly it runs PyTorch's fused GroupNorm kernel and one multiply-add, the fewest kernel launches (eager
     sampling at 512x512 is bound by launches, not by the GPU). Traced by ``torch.compile`` it runs
@@ -91,9 +89,8 @@ class FrameConditionalGroupNorm(Kandinsky3ConditionalGroupNorm):
 
     def forward(self, video: torch.Tensor, emb: torch.Tensor, silu: bool = False) -> torch.Tensor:
         """video (B, C, F, H, W), emb (B·F, D_emb) -> (B, C, F, H, W) in video's dtype; ``silu``: then SiLU."""
+        context = rearrange(self.context_mlp(emb), "(b f) c -> b c f 1 1", f=video.shape[2])
         with torch.autocast(video.device.type, enabled=False):
-            emb = emb.to(self.context_mlp[-1].weight.dtype)
-            context = rearrange(self.context_mlp(emb), "(b f) c -> b c f 1 1", f=video.shape[2])
             if torch.compiler.is_compiling():
                 statistics = torch.promote_types(video.dtype, torch.float32)
                 scale, shift = context.to(statistics).chunk(2, dim=1)
