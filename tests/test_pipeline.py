@@ -140,8 +140,9 @@ def compiled() -> Iterator[tuple[torch.Tensor, dict[str, list[torch.fx.GraphModu
 def test_compiled_pipeline_samples_what_the_eager_one_does(compiled, pipeline):
     """``compile()`` wraps every network with torch.compile; with backends that run the captured graphs as they are,
     the samples equal the eager pipeline's to float32 rounding. They are not bit-identical by design: traced, the
-    temporal norms take their statistics as sums (``video_norm_affine``), eagerly by PyTorch's GroupNorm kernel, and
-    1-frame temporal convolutions run over the frames in the batch (``frame_conv``) (a max difference of 2e-4 in the
+    temporal norms take their statistics as sums (``VideoGroupNorm``), eagerly by PyTorch's GroupNorm kernel, and
+    1-frame temporal convolutions run over the frames in the batch (``frame_conv``: batched matmuls or 1x1
+    convolutions) (a max difference of 2e-4 in the
     [-1, 1] video, 1e-5 in the keyframe latents of magnitude 5)."""
     every = FusionFramesPipeline.from_pretrained(ASSETS).compile(backend="eager")
     assert all(getattr(every, name)._compiled_call_impl is not None for name in STAGES)
