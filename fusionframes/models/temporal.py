@@ -115,7 +115,12 @@ def video_norm_statistics(video: torch.Tensor, groups: int, eps: float,
     mean = grouped.sum(dim=(2, 4, 5), dtype=dtype).sum(-1) / count  # (B, G)
     square = grouped.to(dtype).square().sum(dim=(2, 4, 5)).sum(-1) / count
     rstd = torch.rsqrt((square - mean.square()).clamp_min(0) + eps)
-    return tuple(repeat(t, "b g -> b (g c) 1 1 1", c=c // groups) for t in (mean, rstd))
+    return per_channel(mean, c), per_channel(rstd, c)
+
+
+def per_channel(group_values: torch.Tensor, channels: int) -> torch.Tensor:
+    """Values of channel groups (B, G) -> (B, C, 1, 1, 1), each repeated over the channels of its group."""
+    return repeat(group_values, "b g -> b (g c) 1 1 1", c=channels // group_values.shape[1])
 
 
 class VideoGroupNorm(torch.autograd.Function):
@@ -150,17 +155,17 @@ class VideoGroupNorm(torch.autograd.Function):
             grad_out = grad_out * sigmoid * (1 + z * (1 - sigmoid))
         grad_shift = grad_out.sum(dim=(3, 4), keepdim=True)  # (B, C, F, 1, 1)
         grad_scale = rstd * ((grad_out * x).sum(dim=(3, 4), keepdim=True) - mean * grad_shift)  # sum of grad·x̂
-        c, per_group = video.shape[1], video.shape[1] // ctx.groups
-        count = per_group * video[0, 0].numel()
+        c = video.shape[1]
+        count = video[0].numel() // ctx.groups  # elements of a group: C/G channels x F frames x H x W
 
         def group_mean(t: torch.Tensor) -> torch.Tensor:
             """(B, C, F, 1, 1) -> the mean over each group's channels and frames, (B, C, 1, 1, 1)."""
-            means = t.unflatten(1, (ctx.groups, per_group)).sum(dim=(2, 3), keepdim=True) / count
-            return means.expand(-1, -1, per_group, -1, -1, -1).reshape(-1, c, 1, 1, 1)
+            return per_channel(t.unflatten(1, (ctx.groups, -1)).sum(dim=(2, 3)).flatten(1) / count, c)
 
         # x̂ = (x - mean)·rstd; grad_x = rstd·(grad_x̂ - mean(grad_x̂) - x̂·mean(grad_x̂·x̂)), grad_x̂ = grad·(scale + 1)
-        mean_grad = group_mean((scale + 1.0) * grad_shift)
-        coefficient = rstd * rstd * group_mean((scale + 1.0) * grad_scale)
+        factor = scale + 1.0
+        mean_grad = group_mean(factor * grad_shift)
+        coefficient = rstd * rstd * group_mean(factor * grad_scale)
         grad_video = grad_out * gain - x * coefficient + (mean * coefficient - rstd * mean_grad)
         return grad_video.to(video.dtype), grad_scale, grad_shift, None, None, None
 
