@@ -22,10 +22,11 @@ from fusionframes.models.temporal import (
     VideoGroupNorm,
     conv1d_block_parameters,
     conv3d_block_parameters,
+    FrameWindowMatmul,
     frame_conv,
+    frame_matmul_pays,
     frame_positions,
     matched_hidden_channels,
-    pointwise_matmul_pays,
     spatial_positions,
     unfold,
 )
@@ -237,14 +238,16 @@ def test_video_group_norm_backward_is_the_derivative(silu: bool) -> None:
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 @pytest.mark.parametrize("kernel", [1, 3])
-@pytest.mark.parametrize("size", [(5, 6), (2, 2)], ids=["5x6", "2x2"])
-def test_frame_conv_is_the_conv3d(kernel: int, compiled: bool, size: tuple[int, int]) -> None:
-    """Every path (a Conv2d over (F, H·W); compiled with a 1-frame kernel over the frames in the batch: a batched
-    matmul at 5x6, where ``pointwise_matmul_pays``, a 1x1 Conv2d at 2x2) equals the Conv3d, in value and gradient."""
+@pytest.mark.parametrize("size", [(6, 8), (2, 2)], ids=["6x8", "2x2"])
+@pytest.mark.parametrize("videos", [1, B])
+def test_frame_conv_is_the_conv3d(kernel: int, compiled: bool, size: tuple[int, int], videos: int) -> None:
+    """Every path (a Conv2d over (F, H·W); compiled: ``frame_matmul`` at 6x8, where ``frame_matmul_pays``, else a
+    1x1 Conv2d over the frames in the batch or the Conv2d) equals the Conv3d, in value and gradient, for one video
+    and for several (whose frame windows straddle videos)."""
     torch.manual_seed(0)
-    assert pointwise_matmul_pays(C, 2 * C, size[0] * size[1]) == (size == (5, 6))
+    assert frame_matmul_pays(kernel * C, 2 * C, size[0] * size[1]) == (size == (6, 8))
     conv = nn.Conv3d(C, 2 * C, (kernel, 1, 1), padding=(kernel // 2, 0, 0)).double()
-    folded = torch.randn(B * F, C, *size, dtype=torch.float64, requires_grad=True)
+    folded = torch.randn(videos * F, C, *size, dtype=torch.float64, requires_grad=True)
     call = torch.compile(frame_conv, backend="aot_eager", fullgraph=True) if compiled else frame_conv
     out, expected = call(unfold(folded, F), conv), conv(unfold(folded, F))
     torch.testing.assert_close(out, expected)
@@ -253,6 +256,15 @@ def test_frame_conv_is_the_conv3d(kernel: int, compiled: bool, size: tuple[int, 
     for a, b in zip(torch.autograd.grad(out, inputs, gradient), torch.autograd.grad(expected, inputs, gradient),
                     strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_frame_window_matmul_backward_is_the_derivative(kernel: int) -> None:
+    """``FrameWindowMatmul``'s written-out backward passes ``gradcheck`` (float64), two videos of F frames."""
+    torch.manual_seed(0)
+    x = torch.randn(B * F, 3, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 3, kernel, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: FrameWindowMatmul.apply(*a, F), (x, weight))
 
 
 def test_frame_position_embedding() -> None:

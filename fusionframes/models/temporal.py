@@ -175,45 +175,120 @@ def frame_conv(video: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
 
     The same result; Inductor's layout optimisation gives 2D convolutions channels-last inputs, so cuDNN skips the
     NCDHW <-> NDHWC conversions it runs around each 3D one (on an H100, 40% of a compiled Conv1D block's time at
-    3072 channels and 8x8 latents). Traced by ``torch.compile``, a (1, 1, 1) kernel runs over the frames in the batch
-    instead, in the 2D UNet's (B·F, C, H, W) layout, the one its output gradient comes back in: as a batched matmul
-    in that NCHW layout where ``pointwise_matmul_pays``, else as a 1x1 Conv2d. (A channels-last convolution there
-    makes cuDNN's backward copy its NCHW output gradient element by element, about 4 ms of a paper-size keyframe
-    step on an H100, and Inductor transpose the block's input.) Eagerly the video layout stays, where it saves the
-    copies that the folded view would cost.
+    3072 channels and 8x8 latents). Traced by ``torch.compile``, where ``frame_matmul_pays`` (the high-resolution
+    levels), it runs as ``frame_matmul`` instead, in the 2D UNet's (B·F, C, H, W) layout, the one its output
+    gradient comes back in; elsewhere a 1-frame kernel runs as a 1x1 Conv2d over the frames in the batch. (A
+    channels-last convolution in that layout makes cuDNN's backward copy its NCHW output gradient element by
+    element, about 4 ms of a paper-size keyframe step on an H100, and Inductor transpose the block's input.)
+    Eagerly the video layout stays, where it saves the copies that the folded view would cost.
     video (B, C_in, F, H, W) -> (B, C_out, F, H, W).
     """
     b, c, f, h, w = video.shape
-    weight = conv.weight.squeeze(-1)
-    if conv.kernel_size[0] == 1 and torch.compiler.is_compiling():
-        if pointwise_matmul_pays(c, conv.out_channels, h * w):
-            return unfold(pointwise_matmul(fold(video), weight.flatten(1), conv.bias), f)
-        return unfold(F.conv2d(fold(video), weight, conv.bias), f)
+    weight = conv.weight.squeeze(-1)  # (C_out, C_in, k, 1)
+    kernel = conv.kernel_size[0]
+    if torch.compiler.is_compiling():
+        if frame_matmul_pays(kernel * c, conv.out_channels, h * w):
+            return unfold(frame_matmul(fold(video), weight.squeeze(-1), conv.bias, f), f)
+        if kernel == 1:
+            return unfold(F.conv2d(fold(video), weight, conv.bias), f)
     out = F.conv2d(video.reshape(b, c, f, h * w), weight, conv.bias, padding=(conv.padding[0], 0))
     return out.unflatten(-1, (h, w))
 
 
-def pointwise_matmul_pays(in_channels: int, out_channels: int, positions: int) -> bool:
-    """Whether a 1x1 convolution over ``positions`` = H·W pixels per frame runs as ``pointwise_matmul``.
+def frame_matmul_pays(window_channels: int, out_channels: int, positions: int) -> bool:
+    """Whether a (k, 1, 1) convolution over ``positions`` = H·W pixels per frame runs as ``frame_matmul``.
 
-    Its weight gradient is then one (C_out, C_in) product per frame, summed: worth it while those products are at
-    most half the size of the activations they come from, i.e. at the high-resolution levels of a UNet.
+    ``window_channels`` = k·C_in. Its weight gradient is then one (C_out, k·C_in) product per frame, summed: worth
+    it while those products are at most half the size of the activations they come from, i.e. at the
+    high-resolution levels of a UNet.
     """
-    return in_channels * out_channels <= positions * (in_channels + out_channels) // 2
+    return window_channels * out_channels <= positions * (window_channels + out_channels) // 2
 
 
-def pointwise_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """1x1 convolution of NCHW feature maps as a batched matmul in that layout, with no transposes.
+def frame_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, frames: int) -> torch.Tensor:
+    """(k, 1, 1) convolution over the frames of NCHW feature maps as one batched matmul, with no transposes.
 
-    x (N, C_in, H, W), weight (C_out, C_in), bias (C_out,) or None -> (N, C_out, H, W). One weight serves every
-    batch item (an expanded view, no copy); under autocast both operands are cast first, in autocast's dtype, so
-    the expanded weight is not cast item by item.
+    x (B·F, C_in, H, W), weight (C_out, C_in, k) with k odd, bias (C_out,) or None -> (B·F, C_out, H, W), frames
+    zero-padded at each video's ends. Under autocast both operands are cast first, in autocast's dtype, so the
+    weight that every frame shares is not cast frame by frame.
     """
     dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-    out = torch.bmm(weight.to(dtype).expand(x.shape[0], -1, -1), x.to(dtype).flatten(2))
+    out = FrameWindowMatmul.apply(x.to(dtype).flatten(2), weight.to(dtype), frames)
     if bias is not None:
         out = out + bias.to(dtype)[:, None]
     return out.unflatten(-1, x.shape[-2:])
+
+
+def frame_windows(x: torch.Tensor, frames: int, kernel: int) -> torch.Tensor:
+    """The k consecutive frames around every frame, stacked along channels, as a view of a zero-padded copy.
+
+    x (B·F, C, L) -> (B·(F + k - 1) - (k - 1), k·C, L): window j holds frames j .. j + k - 1 of the videos laid end
+    to end, each with k // 2 zero frames before and after, i.e. the NCHW layout read with overlapping strides (an
+    im2col with no copy). Windows that straddle two videos (B > 1) are computed and dropped (``window_rows``).
+    For k = 1, x itself.
+    """
+    pad = kernel // 2
+    if pad == 0:
+        return x
+    padded = F.pad(x.unflatten(0, (-1, frames)), (0, 0, 0, 0, pad, pad)).flatten(0, 1)
+    n, c, length = padded.shape
+    return padded.as_strided((n - 2 * pad, kernel * c, length), (c * length, length, 1))
+
+
+def window_rows(windows: torch.Tensor, frames: int, kernel: int) -> torch.Tensor:
+    """The rows of ``frame_windows`` order that belong to frames: (B·(F + k - 1) - (k - 1), C, L) -> (B·F, C, L)."""
+    pad = kernel // 2
+    if pad == 0:
+        return windows
+    _, c, length = windows.shape
+    videos = (windows.shape[0] + 2 * pad) // (frames + 2 * pad)
+    step = (frames + 2 * pad) * c * length
+    return windows.as_strided((videos, frames, c, length), (step, c * length, length, 1)).flatten(0, 1)
+
+
+def frame_rows(x: torch.Tensor, frames: int, kernel: int) -> torch.Tensor:
+    """``window_rows``' inverse, zeros for the windows that straddle videos: (B·F, C, L) -> (B·(F+k-1)-(k-1), C, L)."""
+    pad = kernel // 2
+    if pad == 0 or x.shape[0] == frames:
+        return x
+    return F.pad(x.unflatten(0, (-1, frames)), (0, 0, 0, 0, 0, 2 * pad)).flatten(0, 1)[:-2 * pad]
+
+
+class FrameWindowMatmul(torch.autograd.Function):
+    """A (k, 1, 1) convolution over frames as ``bmm(weight, frame_windows(x))``, with a written-out backward.
+
+    Written by hand: cuDNN runs these convolutions in a channels-last layout that costs transposes around them, and
+    its weight gradient of the (3, 1) kernel at the 64x64 level ran at a third of its forward's FLOP rate (an H100
+    profile); autograd of the overlapping windows would scatter element by element. The backward is the same
+    product twice: the input gradient is the convolution of the output gradient with the transposed, frame-flipped
+    weight, and the weight gradient sums one (C_out, k·C_in) product per window.
+    x (B·F, C_in, L), weight (C_out, C_in, k), one dtype -> (B·F, C_out, L).
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, weight: torch.Tensor,
+                frames: int) -> torch.Tensor:
+        kernel = weight.shape[-1]
+        windows = frame_windows(x, frames, kernel)
+        ctx.save_for_backward(windows, weight)
+        ctx.frames = frames
+        return window_rows(window_product(weight, windows), frames, kernel)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        windows, weight = ctx.saved_tensors
+        out_channels, in_channels, kernel = weight.shape
+        flipped = weight.flip(-1).transpose(0, 1)  # (C_in, C_out, k)
+        grad_x = window_rows(window_product(flipped, frame_windows(grad, ctx.frames, kernel)), ctx.frames, kernel)
+        grad_weight = torch.bmm(frame_rows(grad, ctx.frames, kernel), windows.transpose(1, 2)).sum(0)
+        return grad_x, grad_weight.unflatten(1, (kernel, in_channels)).transpose(1, 2), None
+
+
+def window_product(weight: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+    """weight (C_out, C_in, k) applied to every window (N, k·C_in, L) -> (N, C_out, L); the weight is one expanded
+    view, not a copy per window."""
+    matrix = weight.transpose(1, 2).flatten(1)  # (C_out, k·C_in), frame-major like the windows
+    return torch.bmm(matrix.expand(windows.shape[0], -1, -1), windows)
 
 
 class NormActConv3d(nn.Module):
