@@ -231,8 +231,8 @@ def test_conditional_norm_is_a_video_group_norm_with_per_frame_scale_and_shift(c
 def test_video_group_norm_backward_is_the_derivative(silu: bool) -> None:
     """``VideoGroupNorm``'s written-out backward passes ``gradcheck`` (float64) for the video, scale and shift."""
     torch.manual_seed(0)
-    video = (3 * torch.randn(B, C, F, 3, 2, dtype=torch.float64) + 1).requires_grad_(True)
-    scale, shift = (torch.randn(B, C, F, 1, 1, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    video = (3 * torch.randn(B, F, C, 3, 2, dtype=torch.float64) + 1).requires_grad_(True)
+    scale, shift = (torch.randn(B, F, C, 1, 1, dtype=torch.float64, requires_grad=True) for _ in range(2))
     assert torch.autograd.gradcheck(lambda *a: VideoGroupNorm.apply(*a, GROUPS, 1e-5, silu), (video, scale, shift))
 
 

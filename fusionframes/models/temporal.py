@@ -89,13 +89,15 @@ class FrameConditionalGroupNorm(Kandinsky3ConditionalGroupNorm):
 
     def forward(self, video: torch.Tensor, emb: torch.Tensor, silu: bool = False) -> torch.Tensor:
         """video (B, C, F, H, W), emb (B·F, D_emb) -> (B, C, F, H, W) in video's dtype; ``silu``: then SiLU."""
-        context = rearrange(self.context_mlp(emb), "(b f) c -> b c f 1 1", f=video.shape[2])
+        context, frames = self.context_mlp(emb), video.shape[2]
         with torch.autocast(video.device.type, enabled=False):
             if torch.compiler.is_compiling():
                 statistics = torch.promote_types(video.dtype, torch.float32)
-                scale, shift = context.to(statistics).chunk(2, dim=1)
-                return VideoGroupNorm.apply(video, scale, shift, self.norm.num_groups, self.norm.eps, silu)
-            scale, shift = context.to(video.dtype).chunk(2, dim=1)
+                scale, shift = rearrange(context.to(statistics), "(b f) c -> b f c 1 1", f=frames).chunk(2, dim=2)
+                out = VideoGroupNorm.apply(video.transpose(1, 2), scale, shift, self.norm.num_groups, self.norm.eps,
+                                           silu)
+                return out.transpose(1, 2)
+            scale, shift = rearrange(context.to(video.dtype), "(b f) c -> b c f 1 1", f=frames).chunk(2, dim=1)
             out = torch.addcmul(shift, self.norm(video), scale + 1.0)
             return F.silu(out) if silu else out
 
@@ -106,21 +108,21 @@ def video_norm_statistics(video: torch.Tensor, groups: int, eps: float,
 
     Written by hand for compiled graphs: ``nn.GroupNorm`` over a video reduces one row per group (32 per video),
     which PyTorch's kernel and Inductor's decomposition alike spread over too few thread blocks. Here the sums run
-    over each frame's group, B·G·F rows, and are combined over the frames.
-    video (B, C, F, H, W) -> mean, rstd (B, C, 1, 1, 1), repeated over the channels of a group.
+    over each frame's group, B·F·G rows, and are combined over the frames.
+    video (B, F, C, H, W) -> mean, rstd (B, 1, C, 1, 1), repeated over the channels of a group.
     """
-    c = video.shape[1]
-    grouped = video.unflatten(1, (groups, c // groups))  # (B, G, C/G, F, H, W), a view
-    count = grouped[0, 0].numel()
-    mean = grouped.sum(dim=(2, 4, 5), dtype=dtype).sum(-1) / count  # (B, G)
-    square = grouped.to(dtype).square().sum(dim=(2, 4, 5)).sum(-1) / count
+    c = video.shape[2]
+    grouped = video.unflatten(2, (groups, c // groups))  # (B, F, G, C/G, H, W), a view
+    count = grouped[0, :, 0].numel()
+    mean = grouped.sum(dim=(3, 4, 5), dtype=dtype).sum(1) / count  # (B, G)
+    square = grouped.to(dtype).square().sum(dim=(3, 4, 5)).sum(1) / count
     rstd = torch.rsqrt((square - mean.square()).clamp_min(0) + eps)
     return per_channel(mean, c), per_channel(rstd, c)
 
 
 def per_channel(group_values: torch.Tensor, channels: int) -> torch.Tensor:
-    """Values of channel groups (B, G) -> (B, C, 1, 1, 1), each repeated over the channels of its group."""
-    return repeat(group_values, "b g -> b (g c) 1 1 1", c=channels // group_values.shape[1])
+    """Values of channel groups (B, G) -> (B, 1, C, 1, 1), each repeated over the channels of its group."""
+    return repeat(group_values, "b g -> b 1 (g c) 1 1", c=channels // group_values.shape[1])
 
 
 class VideoGroupNorm(torch.autograd.Function):
@@ -130,8 +132,10 @@ class VideoGroupNorm(torch.autograd.Function):
     the video: one reduction of (grad, video) to per-frame, per-channel sums, from which the scale, shift and group
     terms follow, and one pointwise pass for the input gradient, recomputing the normalised value and SiLU's
     derivative. Autograd of the forward's sums instead stored a float32 recomputation of the video and took
-    about five full-size passes (a profile of a compiled Conv1D block on an H100).
-    video (B, C, F, H, W); scale, shift (B, C, F, 1, 1), float32 or float64 -> (B, C, F, H, W) in video's dtype.
+    about five full-size passes (a profile of a compiled Conv1D block on an H100). Frames come before channels, the
+    memory order of the 2D UNet's (B·F, C, H, W) activations: Inductor lays out its buffers in the order of their
+    dimensions, and in the video's (B, C, F, H, W) order it wrote the input of a following ``frame_matmul`` twice.
+    video (B, F, C, H, W); scale, shift (B, F, C, 1, 1), float32 or float64 -> (B, F, C, H, W) in video's dtype.
     """
 
     @staticmethod
@@ -153,14 +157,14 @@ class VideoGroupNorm(torch.autograd.Function):
             z = x * gain + bias
             sigmoid = torch.sigmoid(z)
             grad_out = grad_out * sigmoid * (1 + z * (1 - sigmoid))
-        grad_shift = grad_out.sum(dim=(3, 4), keepdim=True)  # (B, C, F, 1, 1)
+        grad_shift = grad_out.sum(dim=(3, 4), keepdim=True)  # (B, F, C, 1, 1)
         grad_scale = rstd * ((grad_out * x).sum(dim=(3, 4), keepdim=True) - mean * grad_shift)  # sum of grad·x̂
-        c = video.shape[1]
-        count = video[0].numel() // ctx.groups  # elements of a group: C/G channels x F frames x H x W
+        c = video.shape[2]
+        count = video[0].numel() // ctx.groups  # elements of a group: F frames x C/G channels x H x W
 
         def group_mean(t: torch.Tensor) -> torch.Tensor:
-            """(B, C, F, 1, 1) -> the mean over each group's channels and frames, (B, C, 1, 1, 1)."""
-            return per_channel(t.unflatten(1, (ctx.groups, -1)).sum(dim=(2, 3)).flatten(1) / count, c)
+            """(B, F, C, 1, 1) -> the mean over each group's frames and channels, (B, 1, C, 1, 1)."""
+            return per_channel(t.unflatten(2, (ctx.groups, -1)).sum(dim=(1, 3)).flatten(1) / count, c)
 
         # x̂ = (x - mean)·rstd; grad_x = rstd·(grad_x̂ - mean(grad_x̂) - x̂·mean(grad_x̂·x̂)), grad_x̂ = grad·(scale + 1)
         factor = scale + 1.0
