@@ -141,8 +141,8 @@ def test_compiled_pipeline_samples_what_the_eager_one_does(compiled, pipeline):
     """``compile()`` wraps every network with torch.compile; with backends that run the captured graphs as they are,
     the samples equal the eager pipeline's to float32 rounding. They are not bit-identical by design: traced, the
     temporal norms take their statistics as sums (``VideoGroupNorm``), eagerly by PyTorch's GroupNorm kernel, and
-    1-frame temporal convolutions run over the frames in the batch (``frame_conv``: batched matmuls or 1x1
-    convolutions) (a max difference of 2e-4 in the
+    temporal convolutions run in the frames-in-batch layout (``frame_conv``: batched matmuls over frame windows or
+    2D convolutions) (a max difference of 2e-4 in the
     [-1, 1] video, 1e-5 in the keyframe latents of magnitude 5)."""
     every = FusionFramesPipeline.from_pretrained(ASSETS).compile(backend="eager")
     assert all(getattr(every, name)._compiled_call_impl is not None for name in STAGES)

@@ -12,6 +12,7 @@ from torch import nn
 from fusionframes.models.temporal import (
     FrameConditionalGroupNorm,
     FramePositionEmbedding,
+    FrameWindowMatmul,
     TemporalAttention1dBlock,
     TemporalAttention3dBlock,
     TemporalAttentionLayer,
@@ -22,7 +23,6 @@ from fusionframes.models.temporal import (
     VideoGroupNorm,
     conv1d_block_parameters,
     conv3d_block_parameters,
-    FrameWindowMatmul,
     frame_conv,
     frame_matmul_pays,
     frame_positions,

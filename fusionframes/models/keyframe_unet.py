@@ -274,9 +274,9 @@ class KeyframeUNet(nn.Module):
         Inductor fuses each module's chain of conditional group norm, SiLU and reshapes around its convolutions
         and attention, the memory-bound part of a temporal module's forward and backward. Its channels-last layout
         for convolutions is forced (``force_layout_optimization``, for the default inductor backend without a
-        ``mode``, which excludes options). Its heuristic skips graphs with few convolutions, such as a Conv1D block
-        whose 1-frame convolutions run as matmuls (``frame_conv``), and cuDNN then converts NCHW <-> NHWC around the
-        other two.
+        ``mode``, which excludes options). Its heuristic skips graphs with few convolutions (it skipped Conv1D blocks
+        with two), and cuDNN then converts NCHW <-> NHWC around them. At the high-resolution levels the temporal
+        convolutions run as matmuls instead (``frame_conv``).
         """
         modules = list(self.temporal["blocks"].values())
         if "text_attention" in self.temporal:

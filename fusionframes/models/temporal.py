@@ -281,7 +281,7 @@ class FrameWindowMatmul(torch.autograd.Function):
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         windows, weight = ctx.saved_tensors
-        out_channels, in_channels, kernel = weight.shape
+        _, in_channels, kernel = weight.shape
         flipped = weight.flip(-1).transpose(0, 1)  # (C_in, C_out, k)
         grad_x = window_rows(window_product(flipped, frame_windows(grad, ctx.frames, kernel)), ctx.frames, kernel)
         grad_weight = torch.bmm(frame_rows(grad, ctx.frames, kernel), windows.transpose(1, 2)).sum(0)
