@@ -234,7 +234,7 @@ def frame_windows(x: torch.Tensor, frames: int, kernel: int) -> torch.Tensor:
     pad = kernel // 2
     if pad == 0:
         return x
-    padded = F.pad(x.unflatten(0, (-1, frames)), (0, 0, 0, 0, pad, pad)).flatten(0, 1)
+    padded = pad_frames(x, frames, pad, pad)
     n, c, length = padded.shape
     return padded.as_strided((n - 2 * pad, kernel * c, length), (c * length, length, 1))
 
@@ -255,7 +255,12 @@ def frame_rows(x: torch.Tensor, frames: int, kernel: int) -> torch.Tensor:
     pad = kernel // 2
     if pad == 0 or x.shape[0] == frames:
         return x
-    return F.pad(x.unflatten(0, (-1, frames)), (0, 0, 0, 0, 0, 2 * pad)).flatten(0, 1)[:-2 * pad]
+    return pad_frames(x, frames, 0, 2 * pad)[:-2 * pad]
+
+
+def pad_frames(x: torch.Tensor, frames: int, before: int, after: int) -> torch.Tensor:
+    """Zero frames ``before`` and ``after`` each video: (B·F, C, L) -> (B·(F + before + after), C, L)."""
+    return F.pad(x.unflatten(0, (-1, frames)), (0, 0, 0, 0, before, after)).flatten(0, 1)
 
 
 class FrameWindowMatmul(torch.autograd.Function):
