@@ -13,7 +13,10 @@ real size, i.e. the diffusers defaults, ~3B parameters; unet2d: SD-1.5 size), 16
 temporal parameters (and AdamW state) stay fp32, and every step runs under ``torch.autocast(bf16)``.
 Each model is built fresh, so no hooks of another variant are attached. On CUDA: warm-up steps,
 ``torch.cuda.synchronize`` around the timed steps, ``torch.cuda.max_memory_allocated`` per model
-(weights + optimiser state + activations); attention is diffusers' and timm's SDPA. Prints a markdown table.
+(weights + optimiser state + activations); attention is diffusers' and timm's SDPA. Prints a markdown table: ms per
+step, its ratio to both references, the model's FLOPs per step (matmuls, convolutions, attention; counted on the meta
+device), clips/s, TFLOP/s, model FLOP utilisation (on CUDA, against Lightning's ``get_available_flops``) and peak
+memory.
 ``--conv-compression N`` builds every variant with Conv1D bottlenecks C -> C/N (KandinskyVideo: 2; the Conv3D
 blocks match that count); ``--compile-temporal`` runs ``KeyframeUNet.compile_temporal()`` on each variant
 (torch.compile of the temporal modules only) and, with ``--peer``, compiles the peer's motion modules the same
@@ -44,10 +47,11 @@ import gc
 import json
 import math
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
+from unittest import mock
 
 import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
@@ -55,6 +59,7 @@ from diffusers.models.unets.unet_kandinsky3 import Kandinsky3UNet
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from diffusers.utils import logging as diffusers_logging
 from einops import rearrange, repeat
+from lightning.fabric.utilities.throughput import get_available_flops, measure_flops
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
@@ -252,20 +257,24 @@ def measure_variant(run: Run, variant: str, checkpointing: bool, fused: bool = F
     return *run.measure(step), model.parameter_counts()["temporal"]
 
 
-def measure_animatediff(run: Run, checkpointing: bool, fused: bool = False,
-                        compile_motion: bool = False) -> tuple[float, float | None, int]:
-    """(ms, peak GiB, motion parameters) of the AnimateDiff-style peer's training step on the same 2D UNet:
-    diffusers' ``UNetMotionModel.from_unet2d`` with a fresh ``MotionAdapter`` (its defaults: 2 motion layers per
-    block, 8 heads, a mid-block motion module), the 2D weights frozen (``freeze_unet2d_params``), forward,
-    backward and AdamW over the motion modules. ``compile_motion``: ``torch.compile`` each motion module
-    (``AnimateDiffTransformer3D``) in place, as ``KeyframeUNet.compile_temporal`` does for ours."""
-    unet2d = build(run.size, run.device, torch.float32)
+def animatediff(unet2d: UNet2DConditionModel) -> UNetMotionModel:
+    """The AnimateDiff-style peer of ``unet2d``: diffusers' ``UNetMotionModel.from_unet2d`` with a fresh
+    ``MotionAdapter`` (its defaults: 2 motion layers per block, 8 heads, a mid-block motion module), the 2D weights
+    frozen (``freeze_unet2d_params``)."""
     config = unet2d.config
     adapter = MotionAdapter(block_out_channels=config.block_out_channels, motion_norm_num_groups=config.norm_num_groups,
                             motion_layers_per_block=config.layers_per_block)
-    model = UNetMotionModel.from_unet2d(unet2d, adapter).to(run.device)
+    model = UNetMotionModel.from_unet2d(unet2d, adapter)
     model.freeze_unet2d_params()
-    model.to(run.dtype)
+    return model
+
+
+def measure_animatediff(run: Run, checkpointing: bool, fused: bool = False,
+                        compile_motion: bool = False) -> tuple[float, float | None, int]:
+    """(ms, peak GiB, motion parameters) of the AnimateDiff-style peer's (``animatediff``) training step on the same
+    2D UNet: forward, backward and AdamW over the motion modules. ``compile_motion``: ``torch.compile`` each motion
+    module (``AnimateDiffTransformer3D``) in place, as ``KeyframeUNet.compile_temporal`` does for ours."""
+    model = animatediff(build(run.size, run.device, torch.float32)).to(run.device, run.dtype)
     motion = [p for p in model.parameters() if p.requires_grad]
     for p in motion:
         p.data = p.data.float()
@@ -290,6 +299,58 @@ def measure_animatediff(run: Run, checkpointing: bool, fused: bool = False,
     return *run.measure(step), sum(p.numel() for p in motion)
 
 
+@contextmanager
+def meta_device() -> Iterator[None]:
+    """Build and run models on the meta device (shapes only: no memory, no kernels), with autocast a no-op (it has no
+    meta backend and changes no FLOP count)."""
+    with torch.device("meta"), mock.patch.object(torch, "autocast", lambda *args, **kwargs: nullcontext()):
+        yield
+
+
+def meta_inputs(size: Size, frames: int, batch: int) -> tuple[torch.Tensor, ...]:
+    """Meta sample (B, F, 4, h, w), text (B, L, D), mask (B, L), timestep (B,) and frame positions (B, F)."""
+    return (torch.randn(batch, frames, 4, size.latent, size.latent), torch.randn(batch, size.tokens, size.text_dim),
+            torch.ones(batch, size.tokens, dtype=torch.bool), torch.zeros(batch, dtype=torch.long),
+            frame_positions(batch, frames))
+
+
+def frozen_flops(size: Size, frames: int, batch: int, weight_grads: bool = False) -> int:
+    """Model FLOPs of the 2D UNet's forward + backward to its input (and, with ``weight_grads``, to its weights),
+    frames in the batch: matmuls, convolutions and attention, counted by Lightning's ``measure_flops``
+    (``FlopCounterMode``) on the meta device."""
+    with meta_device():
+        sample, context, mask, timestep, _ = meta_inputs(size, frames, batch)
+        unet = Sample(size.make_unet().requires_grad_(weight_grads), "encoder_hidden_states", "encoder_attention_mask")
+        inputs = frozen_inputs(sample, timestep, context, mask)
+        return measure_flops(unet, lambda: unet(*inputs), torch.sum)
+
+
+def variant_flops(size: Size, frames: int, batch: int, variant: str, compression: int = 2) -> int:
+    """Model FLOPs of a KeyframeUNet step's forward + backward (temporal weight gradients included; without any
+    recomputation, whatever checkpointing the timed step uses), counted as in ``frozen_flops``."""
+    with meta_device():
+        sample, context, mask, timestep, positions = meta_inputs(size, frames, batch)
+        model = KeyframeUNet(size.make_unet(), variant, num_frames=frames, conv_compression=compression)
+        return measure_flops(model, lambda: model(sample, timestep, context, mask, positions), torch.sum)
+
+
+def peer_flops(size: Size, frames: int, batch: int) -> int:
+    """Model FLOPs of the AnimateDiff-style peer's forward + backward (motion weight gradients included), counted as
+    in ``frozen_flops``."""
+    with meta_device():
+        sample, context, _, timestep, _ = meta_inputs(size, frames, batch)
+        model = Sample(animatediff(size.make_unet()), "encoder_hidden_states")
+        sample, context = rearrange(sample, "b f c h w -> b c f h w"), repeat(context, "b l d -> (b f) l d", f=frames)
+        return measure_flops(model, lambda: model(sample, timestep, context), torch.sum)
+
+
+def throughput(flops: int, ms: float, batch: int, peak: int | None) -> str:
+    """Table cells: clips/s, TFLOP/s and model FLOP utilisation (against ``peak`` FLOP/s; – without one)."""
+    per_second = 1000 / ms
+    utilisation = "–" if peak is None else f"{100 * flops * per_second / peak:.1f}%"
+    return f"{batch * per_second:.2f} | {flops * per_second / 1e12:.4g} | {utilisation}"
+
+
 def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.dtype, variants: list[str],
               steps: int, warmup: int, frames: int, batch: int, checkpointing: bool, fused: bool = False,
               spatial: bool = False, peer: bool = False, compression: int = 2, compile_temporal: bool = False,
@@ -303,17 +364,21 @@ def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.
               timestep=torch.randint(0, 1000, (batch,), device=device), cuda_graphs=cuda_graphs,
               kernels=[] if kernel_breakdown else None)
     # With graphs, the eager reference too (the issue's, 150-170 ms on an H100), first: before any graph's memory pool.
-    eager = [("frozen 2D UNet fwd+bwd (to input), eager", *measure_frozen(replace(run, cuda_graphs=False))[:2], 0)
-             ] if cuda_graphs else []
+    reference = frozen_flops(size, frames, batch)
+    eager = [("frozen 2D UNet fwd+bwd (to input), eager", *measure_frozen(replace(run, cuda_graphs=False))[:2], 0,
+              reference)] if cuda_graphs else []
     base_ms, base_peak, frozen_params = measure_frozen(run)
     full_ms, full_peak, _ = measure_frozen(run, weight_grads=True)
-    rows = [("frozen 2D UNet fwd+bwd (to input)", base_ms, base_peak, 0),
-            ("2D UNet fwd+bwd with weight gradients", full_ms, full_peak, 0), *eager]
-    rows += [(variant, *measure_variant(run, variant, checkpointing, fused, spatial, compression, compile_temporal))
-             for variant in variants]
+    rows = [("frozen 2D UNet fwd+bwd (to input)", base_ms, base_peak, 0, reference),
+            ("2D UNet fwd+bwd with weight gradients", full_ms, full_peak, 0, frozen_flops(size, frames, batch, True)),
+            *eager]
+    rows += [(variant, *measure_variant(run, variant, checkpointing, fused, spatial, compression, compile_temporal),
+              variant_flops(size, frames, batch, variant, compression)) for variant in variants]
     if peer:
         rows.append(("AnimateDiff peer (UNetMotionModel + MotionAdapter)",
-                     *measure_animatediff(run, checkpointing, fused, compile_temporal)))
+                     *measure_animatediff(run, checkpointing, fused, compile_temporal),
+                     peer_flops(size, frames, batch)))
+    peak_flops = get_available_flops(device, dtype) if device.type == "cuda" else None
 
     header = [f"{backbone} / {size_name}: {frozen_params / 1e6:,.1f}M frozen parameters, {batch}x{frames} frames of "
               f"{size.latent}x{size.latent} latents, text {size.tokens}x{size.text_dim}, {dtype}, {device} "
@@ -323,10 +388,16 @@ def benchmark(backbone: str, size_name: str, device: torch.device, dtype: torch.
               f"{f', Conv1D compression {compression}' if compression != 2 else ''}"
               f"{', temporal modules torch.compiled' if compile_temporal else ''}"
               f"{', forward and backward replayed as CUDA graphs' if cuda_graphs else ''})",
-              "", "| model | ms/step | x frozen fwd+bwd (to input) | x fwd+bwd with weight grads | peak GiB | "
-              "temporal params |", "|---|---|---|---|---|---|"]
-    lines = [f"| {name} | {ms:,.1f} | {ms / base_ms:.2f} | {ms / full_ms:.2f} | "
-             f"{'n/a' if peak is None else f'{peak:.1f}'} | {params / 1e6:,.2f}M |" for name, ms, peak, params in rows]
+              "", "| model | ms/step | x frozen fwd+bwd (to input) | x fwd+bwd with weight grads | TFLOPs/step | "
+              "clips/s | TFLOP/s | MFU | peak GiB | temporal params |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| {name} | {ms:,.1f} | {ms / base_ms:.2f} | {ms / full_ms:.2f} | {flops / 1e12:.4g} | "
+             f"{throughput(flops, ms, batch, peak_flops)} | {'n/a' if peak is None else f'{peak:.1f}'} | "
+             f"{params / 1e6:,.2f}M |" for name, ms, peak, params, flops in rows]
+    lines += ["", "TFLOPs/step: the model's matmul, convolution and attention FLOPs per step (FlopCounterMode on the "
+              "meta device; no recomputation). MFU: TFLOP/s against the device's peak, "
+              + ("which Lightning's get_available_flops does not know here (–)." if peak_flops is None else
+                 f"{peak_flops / 1e12:,.1f} TFLOP/s for {torch.cuda.get_device_name(device)} in {dtype} "
+                 f"(Lightning's get_available_flops).")]
     if kernel_breakdown:
         if cuda_graphs:  # the eager reference was measured first; its row comes after the graphed references
             run.kernels.insert(2, run.kernels.pop(0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from diffusers import MotionAdapter, UNet2DConditionModel
 
@@ -143,3 +144,34 @@ def test_flop_table_counts_the_temporal_work_on_the_meta_device():
     ratios = {cells[1]: float(cells[-1].strip(" |")) for cells in rows}
     assert ratios["–"] == 1.0 and ratios["4"] > 1.0  # temporal modules add FLOPs to the frozen forward + backward
     assert ratios["1"] > ratios["4"]  # a wider Conv1D bottleneck costs more
+
+
+def test_throughput_cells_are_clips_per_second_flop_rate_and_utilisation():
+    assert keyframes_step.throughput(flops=3 * 10**12, ms=250.0, batch=2, peak=24 * 10**12) == "8.00 | 12 | 50.0%"
+    assert keyframes_step.throughput(flops=3 * 10**12, ms=250.0, batch=1, peak=None) == "4.00 | 12 | –"
+
+
+def test_each_row_has_its_models_flops_and_throughput(monkeypatch):
+    """The table's FLOPs per step are those counted on the meta device for each row's model; off CUDA there is no
+    peak, so no utilisation."""
+    monkeypatch.setitem(keyframes_step.SIZES, ("unet2d", "tiny"), TINY)
+    table = keyframes_step.benchmark("unet2d", "tiny", torch.device("cpu"), torch.float32, ["conv1d_attn1d_blocks"],
+                                     steps=1, warmup=1, frames=3, batch=2, checkpointing=False, peer=True)
+    rows = {cells[0].strip("| "): cells for cells in (line.split(" | ") for line in table.splitlines()
+                                                     if line.startswith("| ") and not line.startswith("| model"))}
+    flops = {"frozen 2D UNet fwd+bwd (to input)": keyframes_step.frozen_flops(TINY, 3, 2),
+             "2D UNet fwd+bwd with weight gradients": keyframes_step.frozen_flops(TINY, 3, 2, weight_grads=True),
+             "conv1d_attn1d_blocks": keyframes_step.variant_flops(TINY, 3, 2, "conv1d_attn1d_blocks"),
+             "AnimateDiff peer (UNetMotionModel + MotionAdapter)": keyframes_step.peer_flops(TINY, 3, 2)}
+    assert flops["frozen 2D UNet fwd+bwd (to input)"] < flops["2D UNet fwd+bwd with weight gradients"]
+    assert flops["frozen 2D UNet fwd+bwd (to input)"] < min(flops["conv1d_attn1d_blocks"],
+                                                            flops["AnimateDiff peer (UNetMotionModel + MotionAdapter)"])
+    assert rows.keys() == flops.keys()
+    for name, cells in rows.items():
+        ms = float(cells[1].replace(",", ""))
+        assert float(cells[4]) == float(f"{flops[name] / 1e12:.4g}"), name
+        clips, rate = float(cells[5]), float(cells[6])  # from the unrounded ms; the table shows it to 0.1 ms
+        assert clips == pytest.approx(2 * 1000 / ms, rel=2e-3)
+        assert rate == pytest.approx(flops[name] / ms / 1e9, rel=2e-3)
+        assert cells[7] == "–", name
+    assert table.splitlines()[-1].endswith("which Lightning's get_available_flops does not know here (–).")
