@@ -5,7 +5,8 @@ size), for the sizes of ``benchmarks/keyframes_step.py``: the frozen 2D UNet's f
 reference of the keyframe-step target) and each KeyframeUNet variant's forward + backward (temporal weight gradients
 included) at each Conv1D compression. The ratio is the step's lower bound against the reference if both ran at the
 same FLOP rate; the measured ratios of ``keyframes_step.py`` above it are the memory-bound work (norms, layout
-changes, launches). ``keyframes_step.py`` counts the same way (``frozen_flops``, ``variant_flops``) for its MFU column.
+changes, launches). The counting functions are ``keyframes_step.py``'s (``frozen_flops``, ``variant_flops``), which
+also give that script's MFU column.
 
     uv run python benchmarks/keyframes_flops.py --backbone kandinsky3 --compressions 2 4 8
 """
